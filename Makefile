@@ -1,0 +1,68 @@
+# The README's commands. Each target sets up what it needs; a warm machine reuses the caches
+# (uv's package cache, Go's build cache and the cluster binaries under ~/.cache/llama-operator).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venv binaries cluster-up cluster-down cluster-status demo test test-unit test-cluster \
+        test-runtime test-workers lint fmt crds bench clean
+
+help:
+	@echo "make demo   - local cluster + operator + examples, shows where each job went and why"
+	@echo "make test   - sets up and runs the whole suite (lint, unit, runtime, cluster, workers)"
+	@echo "make bench  - benchmarks (numbers and ratios, nothing asserted)"
+
+venv:
+	@hack/setup-python.sh
+
+binaries:
+	@hack/cluster/build.sh >/dev/null
+
+debian:
+	@hack/setup-debian.sh
+
+cluster-up: venv binaries
+	@hack/cluster.sh up
+
+cluster-down:
+	@hack/cluster.sh down
+
+cluster-status: venv
+	@hack/cluster.sh status
+
+demo: venv binaries
+	@hack/demo.sh
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
+
+fmt: venv
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+crds: venv
+	$(PY) -m llama_operator.api.crds --out crds/
+
+test: venv binaries debian lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-runtime: venv
+	$(PY) -m pytest -m runtime $(PYTEST_ARGS)
+
+test-cluster: venv binaries
+	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
+
+test-workers: venv binaries debian
+	$(PY) -m pytest -m workers $(PYTEST_ARGS)
+
+bench: venv binaries
+	@hack/bench/run-all.sh
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache
