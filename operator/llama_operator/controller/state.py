@@ -1,0 +1,264 @@
+"""The reconcile loop: snapshot the indexes, run the pure lifecycle, carry out its actions.
+
+Level-triggered: every pass looks at every job, so a missed or reordered watch event cannot leave a
+job stuck. Watch events only make the next pass come sooner. The loop remembers what it wrote until
+the watch shows it back (read-your-writes), so a lagging index never makes it decide twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from llama_operator.api import LlamaJobStatus
+from llama_operator.api.types import API_VERSION, LLAMAJOB_KIND
+from llama_operator.controller import metrics
+from llama_operator.controller.kube import Kube
+from llama_operator.lifecycle.actions import (
+    CoolDownPool,
+    CreateWorkers,
+    DeleteWorkers,
+    JobActions,
+    PatchStatus,
+    RecordEvent,
+)
+from llama_operator.lifecycle.snapshot import Options, Planner, Snapshot, reconcile_all
+from llama_operator.lifecycle.status import ACTIVE_PHASES, dump
+from llama_operator.lifecycle.views import JobView, PodView
+
+log = structlog.get_logger("llamaop")
+
+DELETE_KINDS = ("Pod", "Service", "RoleBinding", "Role")
+
+
+@dataclass(frozen=True)
+class Indexes:
+    nodes: Any
+    workers: Any
+    foreign: Any
+    jobs: Any
+    pools: Any
+
+
+def _values(index: Any) -> dict[Any, list[Any]]:
+    """A kopf index as {key: [values]} (a Store per key)."""
+    return {key: list(store) for key, store in index.items()}
+
+
+class Loop:
+    def __init__(self) -> None:
+        self.indexes: Indexes | None = None
+        self.kube: Kube | None = None
+        self.options: Options | None = None
+        self.planner: Planner | None = None
+        self.interval = 2.0
+        self.concurrency = 48
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.written: dict[str, dict[str, Any]] = {}
+        self.created_at: dict[tuple[str, int], datetime] = {}
+        self.deleted_at: dict[tuple[str, str], datetime] = {}
+        self.explained_at: dict[str, datetime] = {}
+        self.cost_at: dict[str, datetime] = {}
+        self.queued_since: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.passes = 0
+
+    def configure(self, kube: Kube, options: Options, planner: Planner) -> None:
+        self.kube, self.options, self.planner = kube, options, planner
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="llamaop-reconcile")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def attach(self, indexes: Indexes) -> None:
+        if self.indexes is None:
+            self.indexes = indexes
+            log.info("indexes ready; reconciling")
+            self.wake()
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            self._wake.clear()
+            if self.indexes is None:
+                continue
+            await asyncio.sleep(0.05)  # let a burst of watch events land in one pass
+            try:
+                await self.pass_once()
+            except Exception:  # a bad pass must not stop the operator; the next one retries
+                log.exception("reconcile pass failed")
+                await asyncio.sleep(1)
+
+    def snapshot(self, now: datetime) -> Snapshot:
+        assert self.indexes is not None
+        jobs: dict[str, JobView] = {}
+        for key, views in _values(self.indexes.jobs).items():
+            view: JobView = views[0]
+            jobs[key] = self._read_your_writes(key, view)
+        for key in list(self.written):
+            if key not in jobs:
+                del self.written[key]
+        pods: dict[str, list[PodView]] = _values(self.indexes.workers)
+        nodes = {k: v[0] for k, v in _values(self.indexes.nodes).items()}
+        pools = {k: v[0] for k, v in _values(self.indexes.pools).items()}
+        foreign = _values(self.indexes.foreign)
+        for key, job in jobs.items():
+            # Attempts whose pods were all seen are tracked from now on, also after an operator restart.
+            attempt = job.status.attempts or 0
+            current = [p for p in pods.get(key, ()) if p.attempt == attempt]
+            if job.status.phase in ACTIVE_PHASES and current and len(current) >= len(job.status.node_names):
+                self.created_at.setdefault((key, attempt), now)
+        return Snapshot(
+            now=now, jobs=jobs, pods=pods, nodes=nodes, foreign=foreign, pools=pools,
+            created_at=self.created_at, explained_at=self.explained_at, cost_at=self.cost_at,
+        )  # fmt: skip
+
+    def _read_your_writes(self, key: str, view: JobView) -> JobView:
+        written = self.written.get(key)
+        if written is None:
+            return view
+        if dump(view.status) == written:
+            del self.written[key]
+            return view
+        return replace(view, status=LlamaJobStatus.model_validate(written))
+
+    async def pass_once(self) -> None:
+        assert self.options and self.planner and self.kube
+        now = datetime.now(UTC)
+        snap = self.snapshot(now)
+        self._count_phases(snap)
+        for key, job in snap.jobs.items():
+            if job.status.phase in (None, "Queued"):
+                self.queued_since.setdefault(key, time.monotonic())
+        t0 = time.perf_counter()
+        plans = reconcile_all(snap, self.options, self.planner)
+        metrics.PLAN_DURATION.observe(time.perf_counter() - t0)
+        self.passes += 1
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def run(plan: JobActions) -> None:
+            async with sem:
+                await self._execute(plan, now)
+
+        await asyncio.gather(*(run(p) for p in plans))
+
+    def _count_phases(self, snap: Snapshot) -> None:
+        counts: dict[str, int] = {}
+        costs: dict[tuple[str, str], float] = {}
+        for job in snap.jobs.values():
+            phase = str(job.status.phase or "Queued")
+            counts[phase] = counts.get(phase, 0) + 1
+            if job.status.accrued_cost:
+                pool_key = (job.namespace, job.status.pool or "")
+                costs[pool_key] = costs.get(pool_key, 0.0) + job.status.accrued_cost
+        for phase in ("Queued", "Placed", "Running", "Succeeded", "Failed", "Suspended"):
+            metrics.JOBS.labels(phase).set(counts.get(phase, 0))
+        for (namespace, pool), cost in costs.items():
+            metrics.ACCRUED_COST.labels(namespace, pool).set(cost)
+
+    async def _execute(self, plan: JobActions, now: datetime) -> None:
+        assert self.kube is not None
+        jlog = log.bind(job=plan.key)
+        for action in plan.actions:
+            if isinstance(action, PatchStatus):
+                if not await self.kube.patch_job_status(action.namespace, action.name, action.status):
+                    return  # the job is gone; its children go with it (owner references)
+                self.written[plan.key] = dict(action.status)
+                self._after_status(plan.key, action.status, now)
+            elif isinstance(action, CreateWorkers):
+                self.created_at[(plan.key, action.attempt)] = now
+                created = 0
+                for manifest in action.manifests:
+                    created += await self.kube.create(manifest)
+                jlog.info(
+                    "workers created", attempt=action.attempt, objects=len(action.manifests), new=created
+                )
+            elif isinstance(action, DeleteWorkers):
+                mark = (plan.key, action.selector)
+                last = self.deleted_at.get(mark)
+                if last is not None and now - last < timedelta(seconds=15):
+                    continue
+                self.deleted_at[mark] = now
+                for kind in DELETE_KINDS:
+                    await self.kube.delete_collection(kind, action.namespace, action.selector)
+                if action.whole_job:
+                    await self.kube.delete_collection("ServiceAccount", action.namespace, action.selector)
+            elif isinstance(action, RecordEvent):
+                self._event(action, now)
+            elif isinstance(action, CoolDownPool):
+                metrics.FAILOVERS.labels(action.pool, action.reason).inc()
+                await self.kube.patch_pool_status(action.pool, {"cooldownUntil": _iso(action.until)})
+                jlog.warning("failover", pool=action.pool, reason=action.reason)
+
+    def _after_status(self, key: str, status: Mapping[str, Any], now: datetime) -> None:
+        phase = status.get("phase")
+        reason = status.get("reason", "")
+        if phase == "Queued":
+            self.explained_at[key] = now
+        else:
+            self.explained_at.pop(key, None)
+        self.cost_at[key] = now
+        if phase in ("Placed", "Failed") and key in self.queued_since:
+            metrics.PLACEMENT_LATENCY.observe(time.monotonic() - self.queued_since.pop(key))
+            metrics.DECISIONS.labels(status.get("pool", "") if phase == "Placed" else "", reason).inc()
+        namespace, _, name = key.partition("/")
+        log.info("status", namespace=namespace, job=name, phase=phase, reason=reason, pool=status.get("pool"))
+
+    def _event(self, ev: RecordEvent, now: datetime) -> None:
+        """Post a core/v1 Event in the background: decisions must not wait on their explanations."""
+        assert self.kube is not None
+        stamp = _iso(now)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{ev.name}.", "namespace": ev.namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSION, "kind": LLAMAJOB_KIND, "name": ev.name,
+                "namespace": ev.namespace, "uid": ev.uid,
+            },
+            "type": ev.type,
+            "reason": ev.reason,
+            "message": ev.message[:1000],
+            "source": {"component": "llama-operator"},
+            "reportingComponent": "llama-operator",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }  # fmt: skip
+        task = asyncio.create_task(self._post(body))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _post(self, body: dict[str, Any]) -> None:
+        assert self.kube is not None
+        try:
+            await self.kube.create(body)
+        except Exception as exc:  # an event that cannot be posted is logged, never fatal
+            log.warning("event not posted", reason=body["reason"], error=str(exc))
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+LOOP = Loop()

@@ -1,0 +1,269 @@
+"""The whole-cluster reconcile: every job through the state machine, the queue through the planner."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from llama_operator.api import AcceleratorPool, LlamaJobStatus
+from llama_operator.api.types import Phase
+from llama_operator.catalog import Catalog
+from llama_operator.lifecycle.actions import CreateWorkers, JobActions, PatchStatus, RecordEvent
+from llama_operator.lifecycle.reconcile import JobContext, Settings, reconcile_job, refresh_cost
+from llama_operator.lifecycle.status import ACTIVE_PHASES, dump, transition
+from llama_operator.lifecycle.views import JobView, NodeView, PodView
+from llama_operator.lifecycle.workerplan import worker_plan
+from llama_operator.planning.decision import Decision
+from llama_operator.planning.inventory import Inventory, JobRequest, NodeState, PoolState
+from llama_operator.planning.pools import PoolError, resolve_pool
+from llama_operator.workers import render_worker_objects
+
+Planner = Callable[[Sequence[JobRequest], Inventory, datetime], Sequence[Decision]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the controller knows right now (its read-your-writes view of the cluster)."""
+
+    now: datetime
+    jobs: Mapping[str, JobView]
+    pods: Mapping[str, Sequence[PodView]]
+    """Worker pods by job key."""
+    nodes: Mapping[str, NodeView]
+    foreign: Mapping[str, Sequence[PodView]]
+    """Pods the operator did not make, bound and not finished, by node."""
+    pools: Mapping[str, AcceleratorPool]
+    created_at: Mapping[tuple[str, int], datetime] = field(default_factory=dict)
+    """(job key, attempt) -> when this process created that attempt's workers."""
+    explained_at: Mapping[str, datetime] = field(default_factory=dict)
+    """job key -> when its Queued reason was last written (to rate-limit queue explanations)."""
+    cost_at: Mapping[str, datetime] = field(default_factory=dict)
+    """job key -> when its accrued cost was last written."""
+
+
+@dataclass(frozen=True)
+class Options:
+    settings: Settings
+    catalog: Catalog
+    explain_every: timedelta = timedelta(seconds=30)
+    cost_every: timedelta = timedelta(seconds=30)
+    ensure_every: timedelta = timedelta(seconds=30)
+
+
+def _matches(node: NodeView, selector: Mapping[str, str]) -> bool:
+    return all(node.labels.get(k) == v for k, v in selector.items())
+
+
+def build_inventory(snap: Snapshot, catalog: Catalog, active: Sequence[JobView]) -> Inventory:
+    """Pools with their nodes' free devices; devices of placed jobs count as promised (no double booking)."""
+    states = []
+    for name, pool in sorted(snap.pools.items()):
+        try:
+            kind = resolve_pool(pool.spec, catalog)
+        except PoolError:
+            continue  # the planner reports unusable pools itself; nothing can be placed there
+        nodes = []
+        for node in sorted(snap.nodes.values(), key=lambda n: n.name):
+            if not _matches(node, pool.spec.node_selector):
+                continue
+            res = kind.resource_name
+            used = sum(p.requests.get(res, 0) for p in snap.foreign.get(node.name, ())) if res else 0
+            nodes.append(
+                NodeState(
+                    name=node.name,
+                    pool=name,
+                    ready=node.ready,
+                    schedulable=node.schedulable and not node.interrupted,
+                    allocatable_devices=int(node.allocatable.get(res, 0)) if res else None,
+                    used_devices=int(used),
+                )
+            )
+        status = pool.status
+        states.append(
+            PoolState(
+                name=name,
+                spec=pool.spec,
+                nodes=tuple(nodes),
+                cooldown_until=status.cooldown_until if status else None,
+                observed_throughput=dict(status.observed_throughput) if status else {},
+            )
+        )
+    promised: dict[str, int] = defaultdict(int)
+    for job in active:
+        for node_name in job.status.node_names:
+            promised[node_name] += job.status.devices_per_node or 0
+    return Inventory(tuple(states), dict(promised))
+
+
+def _placed(job: JobView, decision: Decision, opts: Options, snap: Snapshot) -> JobActions:
+    """Status first (the booking is durable before any pod exists), then the workers."""
+    out = JobActions(job.key)
+    assert job.spec is not None
+    attempt = (job.status.attempts or 0) + 1
+    previous = job.status.model_copy(update={"attempts": attempt})
+    status = decision.to_status(now=snap.now, previous=previous)
+    record = status.placements[-1].model_copy(
+        update={"attempt": attempt, "price_per_hour": decision.price_per_hour}
+    )
+    status = status.model_copy(update={"placements": [*status.placements[:-1], record]})
+    try:
+        plan = worker_plan(
+            name=job.name,
+            namespace=job.namespace,
+            uid=job.uid,
+            spec=job.spec,
+            decision=decision,
+            pool=snap.pools[decision.pool or ""],
+            attempt=attempt,
+            default_images=opts.settings.default_images,
+            image_pull_policy=opts.settings.image_pull_policy,
+        )
+        manifests = tuple(render_worker_objects(plan))
+    except (ValueError, KeyError) as exc:
+        message = f"cannot render workers: {exc}"
+        failed = transition(job.status, Phase.FAILED, "InvalidWorkerSpec", message, snap.now, job.generation)
+        out.actions += [
+            PatchStatus(job.namespace, job.name, dump(failed)),
+            RecordEvent(job.namespace, job.name, job.uid, "Warning", "InvalidWorkerSpec", message),
+        ]
+        return out
+    status = transition(status, Phase.PLACED, decision.reason, decision.message, snap.now, job.generation,
+                        start_time=None)  # fmt: skip
+    out.placed_attempt = attempt
+    out.actions += [
+        PatchStatus(job.namespace, job.name, dump(status)),
+        RecordEvent(job.namespace, job.name, job.uid, "Normal", "Placed", decision.message),
+        CreateWorkers(job.namespace, job.name, attempt, manifests),
+    ]
+    return out
+
+
+def _not_placed(job: JobView, decision: Decision, snap: Snapshot, opts: Options) -> JobActions:
+    out = JobActions(job.key)
+    status = decision.to_status(now=snap.now, previous=job.status)
+    if decision.outcome == "rejected":
+        status = transition(status, Phase.FAILED, decision.reason, decision.message, snap.now, job.generation,
+                            completion_time=snap.now)  # fmt: skip
+        out.actions += [
+            PatchStatus(job.namespace, job.name, dump(status)),
+            RecordEvent(job.namespace, job.name, job.uid, "Warning", decision.reason, decision.message),
+        ]
+        return out
+    status = transition(status, Phase.QUEUED, decision.reason, decision.message, snap.now, job.generation)
+    last = snap.explained_at.get(job.key)
+    changed = (job.status.reason, job.status.message) != (status.reason, status.message)
+    fresh_reason = job.status.reason != status.reason
+    if fresh_reason or (changed and (last is None or snap.now - last >= opts.explain_every)):
+        out.actions.append(PatchStatus(job.namespace, job.name, dump(status)))
+        if fresh_reason:
+            out.actions.append(
+                RecordEvent(job.namespace, job.name, job.uid, "Normal", decision.reason, decision.message)
+            )
+    return out
+
+
+def reconcile_all(snap: Snapshot, opts: Options, planner: Planner) -> list[JobActions]:
+    """One pass over the cluster. Deterministic: the same snapshot gives the same actions."""
+    results: list[JobActions] = []
+    to_plan: list[tuple[JobView, JobActions]] = []
+    active: list[JobView] = []
+    for key in sorted(snap.jobs):
+        job = snap.jobs[key]
+        created = snap.created_at.get((key, job.status.attempts or 0))
+        ctx = JobContext(job, snap.pods.get(key, ()), snap.nodes, snap.now, created)
+        actions, need = reconcile_job(ctx, opts.settings)
+        latest = next((a for a in reversed(actions.actions) if isinstance(a, PatchStatus)), None)
+        phase = Phase(latest.status["phase"]) if latest and "phase" in latest.status else job.status.phase
+        if need == "plan":
+            # Plan from the status this pass just wrote (e.g. a new job's Queued), keeping its events.
+            if latest is not None:
+                job = replace(job, status=LlamaJobStatus.model_validate(latest.status))
+            to_plan.append((job, actions))
+            continue
+        if phase in ACTIVE_PHASES:
+            active.append(job)
+            if need == "ensure":
+                _ensure(job, snap, opts, actions)
+            if not actions.actions and _due(snap.cost_at.get(key), snap.now, opts.cost_every):
+                actions = refresh_cost(job, snap.now)
+        if actions.actions:
+            results.append(actions)
+    if not to_plan:
+        return results
+    inventory = build_inventory(snap, opts.catalog, active)
+    requests = [
+        JobRequest(key=job.key, spec=job.spec, created=job.created)  # type: ignore[arg-type]
+        for job, _ in to_plan
+    ]
+    decisions = {d.key: d for d in planner(requests, inventory, snap.now)}
+    for job, earlier in to_plan:
+        decision = decisions[job.key]
+        if decision.outcome == "placed":
+            done = _placed(job, decision, opts, snap)
+            # The placed status supersedes an earlier Queued write of the same pass.
+            earlier.actions = [a for a in earlier.actions if not isinstance(a, PatchStatus)]
+        else:
+            done = _not_placed(job, decision, snap, opts)
+        earlier.actions += done.actions
+        earlier.placed_attempt = done.placed_attempt
+        if earlier.actions:
+            results.append(earlier)
+    return results
+
+
+def _due(last: datetime | None, now: datetime, every: timedelta) -> bool:
+    return last is None or now - last >= every
+
+
+def _ensure(job: JobView, snap: Snapshot, opts: Options, actions: JobActions) -> None:
+    """Re-create missing workers of a placed attempt (after an operator restart between status and pods)."""
+    attempt = job.status.attempts or 0
+    if (job.key, attempt) in snap.created_at:
+        return  # this process made them; lost ones are handled as failures, not silently re-made
+    pool = snap.pools.get(job.status.pool or "")
+    if pool is None or job.spec is None or not job.status.node_names:
+        return
+    decision = _decision_from_status(job, pool, opts)
+    if decision is None:
+        return
+    plan = worker_plan(
+        name=job.name, namespace=job.namespace, uid=job.uid, spec=job.spec, decision=decision, pool=pool,
+        attempt=attempt, default_images=opts.settings.default_images,
+        image_pull_policy=opts.settings.image_pull_policy,
+    )  # fmt: skip
+    actions.actions.append(
+        CreateWorkers(job.namespace, job.name, attempt, tuple(render_worker_objects(plan)))
+    )
+
+
+def _decision_from_status(job: JobView, pool: AcceleratorPool, opts: Options) -> Decision | None:
+    """Rebuild the placement's shape from the job's status and its pool (for re-creating workers)."""
+    try:
+        kind = resolve_pool(pool.spec, opts.catalog)
+    except PoolError:
+        return None
+    status = job.status
+    devices = status.devices_per_node or 0
+    share = devices / kind.devices_per_node if kind.devices_per_node else 0
+    return Decision(
+        key=job.key,
+        outcome="placed",
+        reason=status.reason or "Placed",
+        message=status.message or "",
+        pool=status.pool,
+        accelerator=status.accelerator,
+        family=kind.family,
+        capacity_type=kind.capacity_type,
+        instance_type=kind.instance_type,
+        backend=kind.backend,
+        resource_name=kind.resource_name,
+        node_names=tuple(status.node_names),
+        nodes=len(status.node_names),
+        devices_per_node=devices,
+        processes_per_node=kind.processes_per_pod(devices),
+        efa_per_node=kind.efa_per_node if len(set(status.node_names)) > 1 and share >= 1 else 0,
+        cpu_per_pod=kind.vcpus_per_device * devices,
+        memory_gib_per_pod=kind.memory_gib_per_device * devices,
+    )

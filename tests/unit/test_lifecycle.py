@@ -1,0 +1,268 @@
+"""The job state machine, driven through whole passes over a small fake cluster (no Kubernetes)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from llama_operator.lifecycle.actions import CoolDownPool, CreateWorkers, PatchStatus, RecordEvent
+from llama_operator.lifecycle.status import accrued_cost
+from tests.unit.lifecycle_fixtures import World, job, node, train_spec
+
+pytestmark = pytest.mark.unit
+
+
+def cluster(trn1_nodes: int = 2, cpu_nodes: int = 0) -> World:
+    nodes = [node("trn1", i) for i in range(trn1_nodes)] + [node("cpu", i) for i in range(cpu_nodes)]
+    pools = ["trn1"] + (["cpu"] if cpu_nodes else [])
+    return World(nodes, pools)
+
+
+def neuron_job(name: str = "a", **placement: object) -> object:
+    spec = train_spec(**placement)
+    spec["resources"] = {"families": ["neuron"], "devicesPerNode": 16, "nodes": 1}
+    return job(name, spec)
+
+
+def status(world: World, name: str = "a") -> dict:
+    from llama_operator.lifecycle.status import dump
+
+    return dump(world.jobs[f"ml/{name}"].status)
+
+
+def test_a_new_job_is_queued_then_placed_with_its_status_written_before_its_workers() -> None:
+    world = cluster()
+    world.add(neuron_job())
+    (result,) = world.step()
+    kinds = [type(a).__name__ for a in result.actions]
+    assert kinds.index("PatchStatus") < kinds.index("CreateWorkers")
+    st = status(world)
+    assert st["phase"] == "Placed"
+    assert st["pool"] == "trn1"
+    assert st["attempts"] == 1
+    assert st["nodeNames"] in (["trn1-0"], ["trn1-1"])
+    assert st["placements"][0]["pricePerHour"] == pytest.approx(21.5)
+    assert any(c["verdict"] == "Chosen" for c in st["candidates"])
+    pods = world.pods_of("a")
+    assert len(pods) == 1
+    limits = pods[0]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["aws.amazon.com/neuron"] == "16"
+
+
+def test_devices_are_never_promised_twice_and_a_queued_job_waits_with_a_reason() -> None:
+    world = cluster(trn1_nodes=2)
+    for name in ("a", "b", "c"):
+        world.add(neuron_job(name))
+    world.step()
+    phases = {n: status(world, n)["phase"] for n in "abc"}
+    assert sorted(phases.values()) == ["Placed", "Placed", "Queued"]
+    placed_nodes = [status(world, n)["nodeNames"][0] for n in "abc" if phases[n] == "Placed"]
+    assert len(set(placed_nodes)) == 2
+    waiting = next(n for n in "abc" if phases[n] == "Queued")
+    assert status(world, waiting)["reason"] == "NoCapacity"
+    # The next pass sees the placed jobs' bookings and still does not place the third.
+    world.step()
+    assert status(world, waiting)["phase"] == "Queued"
+    # Freeing a node (a job finishing) places the queued one.
+    done = next(n for n in "abc" if phases[n] == "Placed")
+    world.set_pods(done, "Succeeded")
+    world.step()
+    assert status(world, done)["phase"] == "Succeeded"
+    world.step()
+    assert status(world, waiting)["phase"] == "Placed"
+
+
+def test_running_then_succeeded_with_progress_copied_from_rank_zero() -> None:
+    world = cluster()
+    world.add(neuron_job())
+    world.step()
+    world.set_pods("a", "Running", conditions=[{"type": "Ready", "status": "True"}])
+    pod = world.pods_of("a")[0]
+    pod["metadata"].setdefault("annotations", {})["llamaop.io/progress"] = (
+        '{"step": 50, "totalSteps": 200, "loss": 2.5, "tokensPerSecond": 1234.5}'
+    )
+    world.step()
+    st = status(world)
+    assert st["phase"] == "Running"
+    assert st["progress"]["step"] == 50
+    assert st["progress"]["percent"] == 25
+    assert st["startTime"]
+    world.set_pods("a", "Succeeded")
+    world.step(timedelta(hours=1))
+    st = status(world)
+    assert st["phase"] == "Succeeded"
+    assert st["placements"][-1]["outcome"] == "Succeeded"
+    # Placed at +5 s, finished at +3610 s: 3605 s on a $21.50/h node.
+    assert st["accruedCost"] == pytest.approx(21.5 * 3605 / 3600, rel=1e-4)
+
+
+def test_a_failed_worker_is_retried_then_the_job_fails_at_the_backoff_limit() -> None:
+    world = cluster()
+    world.add(neuron_job())  # backoffLimit 2
+    world.step()
+    for attempt in (1, 2, 3):
+        assert status(world)["attempts"] == attempt
+        world.set_pods("a", "Failed", containerStatuses=[{"state": {"terminated": {"exitCode": 1}}}])
+        results = world.step()
+        if attempt < 3:
+            assert status(world)["phase"] == "Queued"
+            assert status(world)["reason"] == "WorkerFailed"
+            assert not any(isinstance(a, CoolDownPool) for r in results for a in r.actions)
+            world.step()  # placed again
+            assert status(world)["phase"] == "Placed"
+    st = status(world)
+    assert st["phase"] == "Failed"
+    assert st["reason"] == "BackoffLimitExceeded"
+    assert [p["outcome"] for p in st["placements"]] == ["WorkerFailed"] * 3
+
+
+def test_a_node_going_not_ready_fails_the_job_over_to_another_pool_and_cools_the_pool() -> None:
+    world = World([node("trn1", 0), node("cpu", 0)], ["trn1", "cpu"])
+    spec = train_spec()
+    spec["resources"] = {"families": ["neuron", "cpu"]}
+    spec["placement"]["pools"] = []
+    world.add(job("a", spec))
+    world.step()
+    first = status(world)["pool"]
+    failed_node = status(world)["nodeNames"][0]
+    world.nodes[failed_node] = node(first, 0, ready=False)
+    results = world.step()
+    assert status(world)["reason"] == "NodeNotReady"
+    assert any(isinstance(a, CoolDownPool) and a.pool == first for r in results for a in r.actions)
+    world.step()
+    st = status(world)
+    assert st["phase"] == "Placed"
+    assert st["pool"] != first
+    assert st["attempts"] == 2
+    assert [p["pool"] for p in st["placements"]] == [first, st["pool"]]
+
+
+def test_pods_pending_past_the_timeout_move_the_job() -> None:
+    world = cluster()
+    world.add(neuron_job())
+    world.step()
+    world.step(timedelta(seconds=60))
+    assert status(world)["phase"] == "Placed"
+    world.step(timedelta(seconds=70))
+    assert status(world)["reason"] == "PendingTimeout"
+    assert world.cooled == ["trn1"]
+
+
+def test_suspend_removes_the_workers_and_resume_queues_again() -> None:
+    world = cluster()
+    world.add(neuron_job())
+    world.step()
+    assert world.pods_of("a")
+    spec = dict(world.jobs["ml/a"].raw_spec, suspend=True)
+    world.jobs["ml/a"] = job("a", spec, status(world), generation=2)
+    world.step()
+    assert status(world)["phase"] == "Suspended"
+    assert not world.pods_of("a")
+    spec["suspend"] = False
+    world.jobs["ml/a"] = job("a", spec, status(world), generation=3)
+    world.step()
+    assert status(world)["phase"] == "Placed"
+    assert status(world)["placements"][0]["outcome"] == "Suspended"
+
+
+def test_a_spec_that_slipped_past_the_schema_fails_with_the_reason() -> None:
+    world = cluster()
+    world.add(job("bad", {"mode": "train", "model": {"preset": "llama9-huge"}}))
+    (result,) = world.step()
+    st = status(world, "bad")
+    assert st["phase"] == "Failed"
+    assert st["reason"] == "InvalidSpec"
+    assert "model" in st["message"]
+    assert any(isinstance(a, RecordEvent) and a.type == "Warning" for a in result.actions)
+
+
+def test_a_job_no_pool_can_hold_is_rejected_not_queued() -> None:
+    world = cluster()
+    spec = train_spec()
+    spec["model"] = {"preset": "llama3-70b"}
+    spec["resources"] = {"families": ["neuron"], "devicesPerNode": 1, "nodes": 1}
+    world.add(job("huge", spec))
+    world.step()
+    st = status(world, "huge")
+    assert st["phase"] == "Failed"
+    assert st["reason"] != "NoCapacity"
+
+
+def test_changing_a_running_training_spec_is_refused_in_status() -> None:
+    world = cluster()
+    world.add(neuron_job())
+    world.step()
+    world.set_pods("a", "Running")
+    world.step()
+    spec = dict(world.jobs["ml/a"].raw_spec, priority=5)
+    world.jobs["ml/a"] = job("a", spec, status(world), generation=2)
+    results = world.step()
+    st = status(world)
+    assert st["phase"] == "Running"
+    refused = [c for c in st["conditions"] if c["type"] == "SpecChangeRefused"]
+    assert refused and refused[0]["status"] == "True"
+    # Said once per generation, not on every pass.
+    assert any(isinstance(a, PatchStatus) for r in results for a in r.actions)
+    assert not world.step(timedelta(seconds=1))
+
+
+def test_an_inference_spec_change_re_places_without_using_a_retry() -> None:
+    world = cluster()
+    spec = {
+        "mode": "inference",
+        "model": {"preset": "tiny"},
+        "inference": {"replicas": 1},
+        "resources": {"families": ["neuron"]},
+    }
+    world.add(job("srv", spec))
+    world.step()
+    world.set_pods("srv", "Running", conditions=[{"type": "Ready", "status": "True"}])
+    world.step()
+    assert status(world, "srv")["phase"] == "Running"
+    spec = {**spec, "inference": {"replicas": 2}}
+    world.jobs["ml/srv"] = job("srv", spec, status(world, "srv"), generation=2)
+    world.step()
+    world.step()
+    st = status(world, "srv")
+    assert st["phase"] == "Placed"
+    assert st["nodes"] == 2
+    assert st["placements"][0]["outcome"] == "SpecChanged"
+    assert len(world.pods_of("srv")) == 2
+
+
+def test_workers_lost_after_creation_count_as_a_failover() -> None:
+    world = cluster()
+    world.add(neuron_job())
+    world.step()
+    world.set_pods("a", "Running")
+    world.step()
+    world.pods.clear()
+    world.step(timedelta(seconds=30))
+    assert status(world)["reason"] == "WorkerLost"
+
+
+def test_a_restarted_operator_re_creates_workers_missing_for_a_placed_job() -> None:
+    world = cluster()
+    world.add(neuron_job())
+    world.step()
+    world.pods.clear()
+    world.created_at.clear()  # a new process: it did not create this attempt's workers
+    results = world.step()
+    creates = [a for r in results for a in r.actions if isinstance(a, CreateWorkers)]
+    assert len(creates) == 1
+    assert world.pods_of("a")
+    assert status(world)["phase"] == "Placed"
+
+
+def test_accrued_cost_sums_every_attempt() -> None:
+    from datetime import UTC, datetime
+
+    from llama_operator.api import PlacementRecord
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    history = [
+        PlacementRecord(pool="a", time=t, price_per_hour=10, ended=t + timedelta(minutes=30)),
+        PlacementRecord(pool="b", time=t + timedelta(hours=1), price_per_hour=2),
+    ]
+    assert accrued_cost(history, t + timedelta(hours=3)) == pytest.approx(5 + 4)
