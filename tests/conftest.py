@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube import CLUSTER_SH, Kubectl, local_cluster_env
+from tests.kube import CLUSTER_SH, Kubectl, local_cluster_env, wait_for
+from tests.operator_harness import Operator, install_api
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +40,28 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     kubectl.run("create", "namespace", name)
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    kubectl: Kubectl, cluster_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    """The operator, running as a subprocess against the cluster, with the CRDs and example pools applied."""
+    install_api(kubectl)
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    op = Operator(cluster_env, log)
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def jobs_namespace(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    """A namespace for LlamaJobs whose jobs, and so their workers, are gone before the next test starts."""
+    yield namespace
+    kubectl.run("delete", "llamajobs", "--all", "-n", namespace, "--wait=true", "--timeout=60s", check=False)
+    wait_for(
+        lambda: not kubectl.json("get", "pods", "-n", namespace)["items"],
+        timeout=60,
+        what=f"worker pods of {namespace} to be gone",
+    )

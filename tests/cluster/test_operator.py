@@ -1,0 +1,302 @@
+"""The operator on the real local cluster: placement, queueing, gangs, failover, retries, restarts.
+
+kwok runs the worker pods: they go Running on their own, and a test ends them by annotating them with
+an exit code (hack/cluster/stages.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import pytest
+
+from tests.kube import ROOT, Kubectl, wait_for
+from tests.operator_harness import Operator
+
+pytestmark = pytest.mark.cluster
+
+EXIT_CODE = "kwok.llamaop.io/exit-code"
+NOT_READY = "kwok.llamaop.io/not-ready"
+DEVICE_RESOURCES = ("aws.amazon.com/neuron", "nvidia.com/gpu")
+
+
+def llamajob(
+    name: str,
+    *,
+    families: tuple[str, ...] = ("any",),
+    preset: str = "tiny",
+    devices: int | None = None,
+    nodes: int | None = None,
+    pools: tuple[str, ...] = (),
+    **placement: Any,
+) -> dict[str, Any]:
+    resources: dict[str, Any] = {"families": list(families)}
+    if devices:
+        resources["devicesPerNode"] = devices
+    if nodes:
+        resources["nodes"] = nodes
+    return {
+        "apiVersion": "llamaop.io/v1alpha1",
+        "kind": "LlamaJob",
+        "metadata": {"name": name},
+        "spec": {
+            "mode": "train",
+            "model": {"preset": preset},
+            "training": {"steps": 100, "sequenceLength": 256, "batchSize": 64},
+            "resources": resources,
+            "placement": {"pools": list(pools), "pendingTimeout": "20s", **placement},
+        },
+    }
+
+
+def status(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    return kubectl.json("get", "llamajob", name, "-n", ns).get("status", {})
+
+
+def wait_phase(kubectl: Kubectl, ns: str, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
+    return wait_for(
+        lambda: (st := status(kubectl, ns, name)).get("phase") in phases and st,
+        timeout=timeout,
+        what=f"{name} to reach {phases}",
+    )
+
+
+def worker_pods(kubectl: Kubectl, ns: str, job: str) -> list[dict[str, Any]]:
+    pods = kubectl.json("get", "pods", "-n", ns, "-l", f"llamaop.io/job={job}")["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def end_workers(kubectl: Kubectl, ns: str, job: str, code: int) -> None:
+    for pod in worker_pods(kubectl, ns, job):
+        kubectl.run(
+            "annotate", "pod", pod["metadata"]["name"], "-n", ns, f"{EXIT_CODE}={code}", "--overwrite"
+        )
+
+
+def test_every_example_applies_and_gets_a_decision(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    assert examples, "examples/ has LlamaJobs"
+    for path in examples:
+        kubectl.run("apply", "-n", jobs_namespace, "-f", str(path))
+    names = [j["metadata"]["name"] for j in kubectl.json("get", "llamajobs", "-n", jobs_namespace)["items"]]
+    assert len(names) >= 5
+    for name in names:
+        st = wait_phase(kubectl, jobs_namespace, name, "Placed", "Running", "Queued", "Failed")
+        assert st["candidates"], name
+        assert st["reason"] and st["message"], name
+
+
+def test_the_cheapest_feasible_pool_wins_and_the_status_says_why(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    kubectl.apply(llamajob("ft", preset="llama3-8b"), jobs_namespace)
+    st = wait_phase(kubectl, jobs_namespace, "ft", "Placed", "Running")
+    chosen = [c for c in st["candidates"] if c["verdict"] == "Chosen"]
+    assert [c["pool"] for c in chosen] == [st["pool"]]
+    rivals = [c for c in st["candidates"] if c["availableNow"] and c.get("cost") is not None and c["fits"]]
+    assert all(chosen[0]["cost"] <= c["cost"] for c in rivals)
+    assert st["pricePerHour"] > 0 and st["estimatedCost"] > 0
+    assert len(worker_pods(kubectl, jobs_namespace, "ft")) == st["nodes"]
+    reasons = [e["reason"] for e in kubectl.json("get", "events", "-n", jobs_namespace)["items"]]
+    assert "Placed" in reasons
+
+
+def test_a_full_pool_sends_the_next_job_to_the_next_pool_and_a_freed_one_places_the_queued_job(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    neuron = {"families": ("neuron",), "devices": 16, "nodes": 1}
+    for i in range(4):  # trn1-32xl-od has 4 nodes of 16 devices
+        kubectl.apply(llamajob(f"fill-{i}", pools=("trn1-32xl-od",), **neuron), jobs_namespace)
+    for i in range(4):
+        assert wait_phase(kubectl, jobs_namespace, f"fill-{i}", "Placed", "Running")["pool"] == "trn1-32xl-od"
+    kubectl.apply(llamajob("spill", pools=("trn1-32xl-od", "trn2-48xl-cb"), **neuron), jobs_namespace)
+    assert wait_phase(kubectl, jobs_namespace, "spill", "Placed", "Running")["pool"] == "trn2-48xl-cb"
+    kubectl.apply(llamajob("wait", pools=("trn1-32xl-od",), **neuron), jobs_namespace)
+    queued = wait_phase(kubectl, jobs_namespace, "wait", "Queued")
+    wait_for(lambda: status(kubectl, jobs_namespace, "wait").get("reason") == "NoCapacity", what="NoCapacity")
+    assert not worker_pods(kubectl, jobs_namespace, "wait"), queued
+    end_workers(kubectl, jobs_namespace, "fill-0", 0)
+    assert wait_phase(kubectl, jobs_namespace, "fill-0", "Succeeded")["accruedCost"] > 0
+    assert wait_phase(kubectl, jobs_namespace, "wait", "Placed", "Running")["pool"] == "trn1-32xl-od"
+
+
+def test_a_gang_job_gets_all_its_nodes_or_none(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    pool = ("p4d-24xl-od",)  # 2 nodes of 8 A100
+    kubectl.apply(llamajob("one", families=("nvidia",), devices=8, nodes=1, pools=pool), jobs_namespace)
+    wait_phase(kubectl, jobs_namespace, "one", "Placed", "Running")
+    kubectl.apply(llamajob("gang", families=("nvidia",), devices=8, nodes=2, pools=pool), jobs_namespace)
+    wait_phase(kubectl, jobs_namespace, "gang", "Queued")
+    time.sleep(3)
+    assert status(kubectl, jobs_namespace, "gang")["phase"] == "Queued"
+    assert not worker_pods(kubectl, jobs_namespace, "gang")
+    end_workers(kubectl, jobs_namespace, "one", 0)
+    st = wait_phase(kubectl, jobs_namespace, "gang", "Placed", "Running")
+    pods = wait_for(lambda: len(p := worker_pods(kubectl, jobs_namespace, "gang")) == 2 and p, what="2 pods")
+    assert sorted(st["nodeNames"]) == ["p4d-24xl-od-0", "p4d-24xl-od-1"]
+    assert {p["metadata"]["labels"]["llamaop.io/rank"] for p in pods} == {"0", "1"}
+
+
+def test_a_not_ready_node_moves_its_job_to_another_pool(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    job = llamajob("move", families=("cpu", "nvidia"), pools=("cpu-m7i-od", "g5-12xl-spot"))
+    kubectl.apply(job, jobs_namespace)
+    st = wait_phase(kubectl, jobs_namespace, "move", "Running")
+    node, first = st["nodeNames"][0], st["pool"]
+    started = time.monotonic()
+    kubectl.run("label", "node", node, f"{NOT_READY}=true", "--overwrite")
+    try:
+        moved = wait_for(
+            lambda: (
+                (s := status(kubectl, jobs_namespace, "move")).get("attempts") == 2
+                and s.get("phase") in ("Placed", "Running")
+                and s
+            ),
+            timeout=20 + 15,  # pendingTimeout + 15 s
+            what="the job to be placed again",
+        )
+    finally:
+        kubectl.run("label", "node", node, f"{NOT_READY}-")
+    assert moved["pool"] != first
+    assert time.monotonic() - started < 35
+    assert moved["placements"][0]["outcome"] == "NodeNotReady"
+    assert "llamaop_failovers_total" in operator.metrics()
+
+
+def test_a_failing_worker_is_retried_then_the_job_fails(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    kubectl.apply(llamajob("flaky", families=("cpu",), backoffLimit=1), jobs_namespace)
+    wait_phase(kubectl, jobs_namespace, "flaky", "Running")
+    end_workers(kubectl, jobs_namespace, "flaky", 3)
+    wait_for(lambda: status(kubectl, jobs_namespace, "flaky").get("attempts") == 2, what="a retry")
+    wait_phase(kubectl, jobs_namespace, "flaky", "Running")
+    end_workers(kubectl, jobs_namespace, "flaky", 3)
+    st = wait_phase(kubectl, jobs_namespace, "flaky", "Failed")
+    assert st["reason"] == "BackoffLimitExceeded"
+    assert [p["outcome"] for p in st["placements"]] == ["WorkerFailed", "WorkerFailed"]
+
+
+def test_progress_from_rank_zero_shows_in_the_job(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    kubectl.apply(llamajob("prog", families=("cpu",)), jobs_namespace)
+    wait_phase(kubectl, jobs_namespace, "prog", "Running")
+    (pod,) = worker_pods(kubectl, jobs_namespace, "prog")
+    progress = {"step": 40, "totalSteps": 100, "loss": 3.21, "tokensPerSecond": 512.0}
+    kubectl.run("annotate", "pod", pod["metadata"]["name"], "-n", jobs_namespace,
+                f"llamaop.io/progress={json.dumps(progress)}", "--overwrite")  # fmt: skip
+    st = wait_for(lambda: status(kubectl, jobs_namespace, "prog").get("progress"), what="progress in status")
+    assert (st["step"], st["percent"], st["loss"]) == (40, 40, 3.21)
+    table = kubectl.run("get", "lj", "prog", "-n", jobs_namespace).stdout
+    assert "40" in table
+
+
+def test_suspend_removes_workers_and_resume_places_again(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    kubectl.apply(llamajob("pause", families=("cpu",)), jobs_namespace)
+    wait_phase(kubectl, jobs_namespace, "pause", "Running")
+    kubectl.run(
+        "patch", "lj", "pause", "-n", jobs_namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
+    wait_phase(kubectl, jobs_namespace, "pause", "Suspended")
+    wait_for(lambda: not worker_pods(kubectl, jobs_namespace, "pause"), what="workers removed")
+    kubectl.run(
+        "patch", "lj", "pause", "-n", jobs_namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    assert wait_phase(kubectl, jobs_namespace, "pause", "Placed", "Running")["attempts"] == 2
+
+
+@pytest.mark.parametrize(
+    ("spec_patch", "message"),
+    [
+        ({"mode": "train", "training": None}, "spec.training is required when mode is train"),
+        ({"resources": {"families": ["any", "neuron"]}}, "'any' cannot be combined"),
+        ({"model": {"preset": "llama9"}}, "Unsupported value"),
+        ({"training": {"steps": 0}}, "should be greater than or equal to 1"),
+    ],
+)
+def test_invalid_specs_are_refused_by_the_api_server_with_the_reason(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str, spec_patch: dict[str, Any], message: str
+) -> None:
+    job = llamajob("bad")
+    for key, value in spec_patch.items():
+        if value is None:
+            job["spec"].pop(key, None)
+        elif isinstance(value, dict) and isinstance(job["spec"].get(key), dict):
+            job["spec"][key] = {**job["spec"][key], **value}
+        else:
+            job["spec"][key] = value
+    if spec_patch.get("training") is None and "training" in spec_patch:
+        job["spec"].pop("training", None)
+    proc = kubectl.run("apply", "-n", jobs_namespace, "-f", "-", stdin=json.dumps(job), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def test_deleting_the_jobs_leaves_nothing_behind(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    kubectl.apply(llamajob("gone", families=("cpu",)), jobs_namespace)
+    wait_phase(kubectl, jobs_namespace, "gone", "Running")
+    kinds = "pods,services,serviceaccounts,roles,rolebindings"
+    selector = "app.kubernetes.io/managed-by=llama-operator"
+    assert kubectl.json("get", kinds, "-n", jobs_namespace, "-l", selector)["items"]
+    kubectl.run("delete", "llamajobs", "--all", "-n", jobs_namespace)
+    wait_for(
+        lambda: not kubectl.json("get", kinds, "-n", jobs_namespace, "-l", selector)["items"],
+        timeout=60,
+        what="the garbage collector to remove every child",
+    )
+
+
+def test_sigkill_during_a_burst_of_200_jobs_converges_without_duplicates_or_double_booking(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    burst = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [llamajob(f"b{i:03d}", devices=1) for i in range(200)],
+    }
+    kubectl.run("apply", "-n", jobs_namespace, "-f", "-", stdin=json.dumps(burst))
+    time.sleep(2)
+    operator.kill()
+    operator.start()
+
+    def converged() -> list[dict[str, Any]] | None:
+        jobs = kubectl.json("get", "llamajobs", "-n", jobs_namespace)["items"]
+        phases = [j.get("status", {}).get("phase") for j in jobs]
+        settled = all(p in ("Placed", "Running", "Queued") for p in phases) and len(jobs) == 200
+        return jobs if settled and "Placed" not in phases else None
+
+    jobs = wait_for(converged, timeout=240, interval=2, what="200 jobs to settle")
+    pods = [p for p in kubectl.json("get", "pods", "-n", jobs_namespace)["items"]
+            if not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+    by_job: dict[str, set[str]] = defaultdict(set)
+    for pod in pods:
+        by_job[pod["metadata"]["labels"]["llamaop.io/job"]].add(
+            pod["metadata"]["labels"]["llamaop.io/attempt"]
+        )
+    assert all(len(attempts) == 1 for attempts in by_job.values()), "one set of workers per job"
+    running = {j["metadata"]["name"] for j in jobs if j["status"]["phase"] == "Running"}
+    assert running == set(by_job), "every running job has its workers, and only those do"
+    assert all(j["status"]["reason"] == "NoCapacity" for j in jobs if j["status"]["phase"] == "Queued")
+    # No node carries more accelerators than it has.
+    nodes = {n["metadata"]["name"]: n["status"]["allocatable"] for n in kubectl.json("get", "nodes")["items"]}
+    used: Counter[tuple[str, str]] = Counter()
+    for pod in kubectl.json("get", "pods", "-A")["items"]:
+        node = pod["spec"].get("nodeName")
+        for res in DEVICE_RESOURCES:
+            for c in pod["spec"]["containers"]:
+                used[(node, res)] += int(c.get("resources", {}).get("requests", {}).get(res, 0))
+    for (node, res), count in used.items():
+        if node:
+            assert count <= int(nodes[node].get(res, 0)), (node, res, count)
