@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries cluster-up cluster-down cluster-status demo test test-unit test-cluster \
+.PHONY: help venv binaries debian image kind cluster-up cluster-down cluster-status demo test test-unit test-cluster \
         test-runtime test-workers lint fmt crds bench clean
 
 help:
@@ -20,7 +20,7 @@ binaries:
 	@hack/cluster/build.sh >/dev/null
 
 debian:
-	@hack/setup-debian.sh
+	@hack/setup-debian.sh workers
 
 cluster-up: venv binaries
 	@hack/cluster.sh up
@@ -45,9 +45,17 @@ fmt: venv
 
 crds: venv
 	$(PY) -m llama_operator.api.crds --out crds/
+	cp crds/llamaop.io_*.yaml charts/llama-operator/crds/
+
+image:
+	docker build -f operator/Dockerfile -t llama-operator:$$(sed -n 's/^appVersion: *//p' charts/llama-operator/Chart.yaml | tr -d '"') .
+
+kind:
+	@hack/kind/maybe-run.sh
 
 test: venv binaries debian lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@hack/kind/maybe-run.sh
 
 test-unit: venv
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

@@ -27,7 +27,8 @@ def install_api(kubectl: Kubectl) -> None:
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     for crd in ("llamajobs.llamaop.io", "acceleratorpools.llamaop.io"):
         kubectl.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", os.environ.get("LLAMAOP_TEST_POOLS", str(POOLS)))
+    pools = os.environ.get("LLAMAOP_TEST_POOLS", str(POOLS))  # another cluster may need other pools
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", pools)
 
 
 class Operator:
@@ -44,7 +45,7 @@ class Operator:
     def start(self) -> None:
         self._log = self.log_path.open("ab")
         cmd = [
-            sys.executable, "-m", "llama_operator.controller.main", "--all-namespaces", "--standalone",
+            sys.executable, "-m", "llama_operator.cli", "run", "--all-namespaces", "--standalone",
             "--metrics-port", str(self.metrics_port), "--health-port", "0", "--pool-cooldown", "30",
             *self.extra,
         ]  # fmt: skip

@@ -6,7 +6,13 @@ from datetime import timedelta
 
 import pytest
 
-from llama_operator.lifecycle.actions import CoolDownPool, CreateWorkers, PatchStatus, RecordEvent
+from llama_operator.lifecycle.actions import (
+    CoolDownPool,
+    CreateWorkers,
+    PatchStatus,
+    RecordEvent,
+    RecordThroughput,
+)
 from llama_operator.lifecycle.status import accrued_cost
 from tests.unit.lifecycle_fixtures import World, job, node, train_spec
 
@@ -89,7 +95,9 @@ def test_running_then_succeeded_with_progress_copied_from_rank_zero() -> None:
     assert st["progress"]["percent"] == 25
     assert st["startTime"]
     world.set_pods("a", "Succeeded")
-    world.step(timedelta(hours=1))
+    results = world.step(timedelta(hours=1))
+    learned = [a for r in results for a in r.actions if isinstance(a, RecordThroughput)]
+    assert learned == [RecordThroughput("trn1", "tiny", round(1234.5 / 16, 3))]
     st = status(world)
     assert st["phase"] == "Succeeded"
     assert st["placements"][-1]["outcome"] == "Succeeded"
@@ -266,3 +274,18 @@ def test_accrued_cost_sums_every_attempt() -> None:
         PlacementRecord(pool="b", time=t + timedelta(hours=1), price_per_hour=2),
     ]
     assert accrued_cost(history, t + timedelta(hours=3)) == pytest.approx(5 + 4)
+
+
+def test_pool_status_counts_ready_nodes_and_free_devices_net_of_bookings() -> None:
+    from llama_operator.lifecycle.snapshot import build_inventory, pool_statuses
+    from tests.unit.lifecycle_fixtures import OPTIONS
+
+    world = World([node("trn1", 0), node("trn1", 1), node("trn1", 2, ready=False)], ["trn1"])
+    world.add(neuron_job())
+    world.step()
+    snap = world.snapshot()
+    inventory = build_inventory(snap, OPTIONS.catalog, list(snap.jobs.values()))
+    st = pool_statuses(inventory, OPTIONS.catalog, snap.now)["trn1"]
+    assert (st["nodes"], st["readyNodes"]) == (3, 2)
+    assert (st["allocatableDevices"], st["allocatedDevices"], st["freeDevices"]) == (32, 16, 16)
+    assert st["pricePerNodeHour"] == 21.5

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+
 from llama_operator.workers import (
     EFA_RESOURCE,
     GPU_RESOURCE,

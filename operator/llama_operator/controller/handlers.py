@@ -25,7 +25,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = 100
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.batching.worker_limit = 64
+    # kopf keeps one worker task per object; limiting them throttles a burst of thousands of objects to
+    # limit/idle_timeout per second, so leave them unlimited and let idle ones end quickly.
+    settings.batching.idle_timeout = 1.0
     await state.LOOP.start()
 
 
@@ -80,8 +82,9 @@ async def llamaop_pools(name: str, body: kopf.Body, logger: kopf.Logger, **_: An
         return {}
 
 
+# On pools only: an event handler makes kopf diff every body it sees, which at thousands of jobs costs more
+# than the rest of the operator; with no pool there is nothing to place anyway.
 @kopf.on.event(*POOLS)
-@kopf.on.event(*LLAMAJOBS)
 async def indexed(
     llamaop_nodes: kopf.Index[str, Any],
     llamaop_workers: kopf.Index[str, Any],

@@ -18,6 +18,7 @@ PLAN_DURATION = Histogram(
 DECISIONS = Counter("llamaop_decisions_total", "Planner decisions by pool and reason", ["pool", "reason"])
 ACCRUED_COST = Gauge("llamaop_accrued_cost_dollars", "Accrued cost of LlamaJobs", ["namespace", "pool"])
 FAILOVERS = Counter("llamaop_failovers_total", "Jobs moved off a pool", ["pool", "reason"])
+API_REQUESTS = Counter("llamaop_api_requests_total", "Kubernetes API calls the operator made", ["verb"])
 API_ERRORS = Counter("llamaop_api_errors_total", "Kubernetes API calls that failed", ["verb", "kind"])
 
 

@@ -28,8 +28,16 @@ from llama_operator.lifecycle.actions import (
     JobActions,
     PatchStatus,
     RecordEvent,
+    RecordThroughput,
 )
-from llama_operator.lifecycle.snapshot import Options, Planner, Snapshot, reconcile_all
+from llama_operator.lifecycle.snapshot import (
+    Options,
+    Planner,
+    Snapshot,
+    build_inventory,
+    pool_statuses,
+    reconcile_all,
+)
 from llama_operator.lifecycle.status import ACTIVE_PHASES, dump
 from llama_operator.lifecycle.views import JobView, PodView
 
@@ -59,6 +67,7 @@ class Loop:
         self.options: Options | None = None
         self.planner: Planner | None = None
         self.interval = 2.0
+        self.debounce = 0.3
         self.concurrency = 48
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +78,10 @@ class Loop:
         self.cost_at: dict[str, datetime] = {}
         self.queued_since: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.pool_written: dict[str, dict[str, Any]] = {}
+        self.pools_at = 0.0
+        self.pool_every = 10.0
+        self._pools: Mapping[str, Any] = {}
         self.passes = 0
 
     def configure(self, kube: Kube, options: Options, planner: Planner) -> None:
@@ -102,7 +115,7 @@ class Loop:
             self._wake.clear()
             if self.indexes is None:
                 continue
-            await asyncio.sleep(0.05)  # let a burst of watch events land in one pass
+            await asyncio.sleep(self.debounce)  # let a burst of watch events land in one pass
             try:
                 await self.pass_once()
             except Exception:  # a bad pass must not stop the operator; the next one retries
@@ -146,6 +159,7 @@ class Loop:
         assert self.options and self.planner and self.kube
         now = datetime.now(UTC)
         snap = self.snapshot(now)
+        self._pools = snap.pools
         self._count_phases(snap)
         for key, job in snap.jobs.items():
             if job.status.phase in (None, "Queued"):
@@ -161,6 +175,19 @@ class Loop:
                 await self._execute(plan, now)
 
         await asyncio.gather(*(run(p) for p in plans))
+        if time.monotonic() - self.pools_at >= self.pool_every:
+            self.pools_at = time.monotonic()
+            await self._refresh_pools(snap)
+
+    async def _refresh_pools(self, snap: Snapshot) -> None:
+        """Keep each AcceleratorPool's status (ready nodes, free devices, price) current."""
+        assert self.kube is not None and self.options is not None
+        active = [j for j in snap.jobs.values() if j.status.phase in ACTIVE_PHASES]
+        inventory = build_inventory(snap, self.options.catalog, active)
+        for name, status in pool_statuses(inventory, self.options.catalog, snap.now).items():
+            if self.pool_written.get(name) != status:
+                await self.kube.patch_pool_status(name, {**status, "lastUpdate": _iso(snap.now)})
+                self.pool_written[name] = status
 
     def _count_phases(self, snap: Snapshot) -> None:
         counts: dict[str, int] = {}
@@ -205,10 +232,25 @@ class Loop:
                     await self.kube.delete_collection("ServiceAccount", action.namespace, action.selector)
             elif isinstance(action, RecordEvent):
                 self._event(action, now)
+            elif isinstance(action, RecordThroughput):
+                await self._learn(action)
             elif isinstance(action, CoolDownPool):
                 metrics.FAILOVERS.labels(action.pool, action.reason).inc()
                 await self.kube.patch_pool_status(action.pool, {"cooldownUntil": _iso(action.until)})
                 jlog.warning("failover", pool=action.pool, reason=action.reason)
+
+    async def _learn(self, action: RecordThroughput) -> None:
+        """Fold a measured tokens/s per device into the pool's observedThroughput (moving average)."""
+        assert self.kube is not None
+        pool = self._pools.get(action.pool)
+        known = pool.status.observed_throughput if pool is not None and pool.status else {}
+        old = known.get(action.preset)
+        new = (
+            action.tokens_per_second_per_device
+            if old is None
+            else 0.7 * old + 0.3 * action.tokens_per_second_per_device
+        )
+        await self.kube.patch_pool_status(action.pool, {"observedThroughput": {action.preset: round(new, 3)}})
 
     def _after_status(self, key: str, status: Mapping[str, Any], now: datetime) -> None:
         phase = status.get("phase")

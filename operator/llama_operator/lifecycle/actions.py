@@ -59,7 +59,16 @@ class CoolDownPool:
     reason: str
 
 
-Action = PatchStatus | CreateWorkers | DeleteWorkers | RecordEvent | CoolDownPool
+@dataclass(frozen=True)
+class RecordThroughput:
+    """A finished training job's measured speed, learned into its pool's status for later estimates."""
+
+    pool: str
+    preset: str
+    tokens_per_second_per_device: float
+
+
+Action = PatchStatus | CreateWorkers | DeleteWorkers | RecordEvent | CoolDownPool | RecordThroughput
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from llama_operator.api import LlamaJobStatus, duration_seconds
+from llama_operator.api import LlamaJobSpec, LlamaJobStatus, duration_seconds
 from llama_operator.api.types import Phase
 from llama_operator.lifecycle.actions import (
     CoolDownPool,
@@ -19,6 +19,7 @@ from llama_operator.lifecycle.actions import (
     JobActions,
     PatchStatus,
     RecordEvent,
+    RecordThroughput,
 )
 from llama_operator.lifecycle.status import (
     TERMINAL_PHASES,
@@ -198,6 +199,9 @@ def track_attempt(ctx: JobContext, settings: Settings) -> tuple[JobActions, bool
         new = transition(status, Phase.SUCCEEDED, "Completed", "all workers exited 0", now, job.generation,
                          observe=False, placements=placements, completion_time=now)  # fmt: skip
         out.actions += [_patch(job, new), _event(job, False, "Completed", "training finished")]
+        learned = _throughput(job.spec, status)
+        if learned is not None:
+            out.actions.append(learned)
         return out, False
 
     running = len(current) == expected and all(p.phase in ("Running", "Succeeded") for p in current)
@@ -215,6 +219,14 @@ def track_attempt(ctx: JobContext, settings: Settings) -> tuple[JobActions, bool
     if new is not status:
         out.actions = [a for a in out.actions if not isinstance(a, PatchStatus)] + [_patch(job, new)]
     return out, len(current) < expected
+
+
+def _throughput(spec: LlamaJobSpec, status: LlamaJobStatus) -> RecordThroughput | None:
+    """What a finished preset job teaches its pool: measured training tokens/s per device."""
+    progress, devices = status.progress, status.devices
+    if not (spec.model.preset and status.pool and devices and progress and progress.tokens_per_second):
+        return None
+    return RecordThroughput(status.pool, spec.model.preset, round(progress.tokens_per_second / devices, 3))
 
 
 def refresh_cost(job: JobView, now: datetime) -> JobActions:

@@ -97,6 +97,31 @@ def build_inventory(snap: Snapshot, catalog: Catalog, active: Sequence[JobView])
     return Inventory(tuple(states), dict(promised))
 
 
+def pool_statuses(inventory: Inventory, catalog: Catalog, now: datetime) -> dict[str, dict[str, object]]:
+    """What each AcceleratorPool's status shows: nodes, devices allocatable / allocated / free, price."""
+    out: dict[str, dict[str, object]] = {}
+    for state in inventory.pools:
+        try:
+            kind = resolve_pool(state.spec, catalog)
+        except PoolError:
+            continue
+        usable = [n for n in state.nodes if n.ready and n.schedulable]
+        alloc = sum(
+            kind.devices_per_node if n.allocatable_devices is None else n.allocatable_devices for n in usable
+        )
+        used = sum(n.used_devices + inventory.promised.get(n.name, 0) for n in usable)
+        out[state.name] = {
+            "nodes": len(state.nodes),
+            "readyNodes": len(usable),
+            "allocatableDevices": alloc,
+            "allocatedDevices": min(used, alloc),
+            "freeDevices": max(0, alloc - used),
+            "accelerator": kind.accelerator,
+            "pricePerNodeHour": kind.price_per_node_hour,
+        }
+    return out
+
+
 def _placed(job: JobView, decision: Decision, opts: Options, snap: Snapshot) -> JobActions:
     """Status first (the booking is durable before any pod exists), then the workers."""
     out = JobActions(job.key)

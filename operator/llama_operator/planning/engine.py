@@ -1,0 +1,290 @@
+"""The placement engine: jobs and an inventory snapshot in, one decision per job out.
+
+Jobs are taken by priority, then age, then key. Each job gets every option on every pool it accepts
+(`estimate`); the best option by the job's policy among those that fit the free devices now wins, and
+those devices are taken from the engine's working copy so nothing is promised twice. A multi-node job
+gets all its nodes or none. The simulator's baseline rankings reuse the same options; `explain` writes
+the candidate table and the messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Literal
+
+from llama_operator.catalog import Catalog
+from llama_operator.catalog import builtin as builtin_catalog
+from llama_operator.planning import explain
+from llama_operator.planning.decision import Candidate, Decision, finish_time
+from llama_operator.planning.estimate import (
+    Option,
+    Shared,
+    Stage,
+    bounded,
+    capped,
+    policy_key,
+    shared,
+    training_tokens_per_device,
+    unit_pool,
+)
+from llama_operator.planning.explain import PlannedPool, PoolEval
+from llama_operator.planning.inventory import Inventory, JobRequest, PoolState
+from llama_operator.planning.pools import PoolError, PoolType, resolve_pool
+from llama_operator.planning.slots import Slots
+from llama_operator.planning.workload import Workload, workload_of
+
+log = logging.getLogger(__name__)
+
+Ranking = Literal["policy", "first-fit", "cheapest-device-hour"]
+"""policy: the job's placement policy (the engine). The others are the simulator's baselines: the first
+pool in inventory order with room (Kueue's flavor order), or the lowest list price per device-hour;
+both ignore price caps, maxCost and deadlines."""
+
+RANKINGS: tuple[Ranking, ...] = ("policy", "first-fit", "cheapest-device-hour")
+
+
+class Planner:
+    """A working copy of an inventory that decides jobs one at a time and books what it places."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        now: datetime,
+        catalog: Catalog | None = None,
+        ranking: Ranking = "policy",
+    ) -> None:
+        self.now = now
+        self.catalog = catalog or builtin_catalog()
+        self.ranking = ranking
+        self._units: dict[PoolType, PoolType] = {}
+        self._speeds: dict[tuple[str, str | None], float | None] = {}
+        self.pools = [self._pool(state, inventory) for state in inventory.pools]
+
+    def _pool(self, state: PoolState, inventory: Inventory) -> PlannedPool:
+        try:
+            ptype: PoolType | None = resolve_pool(state.spec, self.catalog)
+            error = ""
+        except PoolError as e:
+            ptype, error = None, str(e)
+        free: dict[str, int] = {}
+        if ptype is not None:
+            for node in state.nodes:
+                if node.ready and node.schedulable:
+                    allocatable = (
+                        ptype.devices_per_node
+                        if node.allocatable_devices is None
+                        else node.allocatable_devices
+                    )
+                    free[node.name] = max(
+                        0, allocatable - node.used_devices - inventory.promised.get(node.name, 0)
+                    )
+        unit = self._units.setdefault(unit_pool(ptype), unit_pool(ptype)) if ptype else None
+        return PlannedPool(state, state.name, ptype, unit, error, Slots(free), state.capacity_nodes())
+
+    def decide(self, job: JobRequest) -> Decision:
+        """Decide one job and book its devices if placed. Never raises."""
+        try:
+            return self._decide(job)
+        except Exception as e:  # one bad job must not stop the queue behind it
+            log.exception("planning %s failed", job.key)
+            return Decision(job.key, "rejected", "InternalError", f"the planner failed on this job: {e}")
+
+    def _decide(self, job: JobRequest) -> Decision:
+        try:
+            work = workload_of(job.spec, job.created)
+        except ValueError as e:
+            return Decision(job.key, "rejected", "InvalidSpec", str(e))
+        unknown = sorted(work.accelerators - set(self.catalog.accelerators))
+        if unknown:
+            known = ", ".join(self.catalog.accelerators)
+            return Decision(
+                job.key,
+                "rejected",
+                "UnknownAccelerator",
+                f"{', '.join(unknown)} not in the catalog ({known})",
+            )
+        if self.ranking != "policy":
+            work = work.without_limits()
+        hours_left = None
+        if work.deadline is not None:
+            hours_left = (work.deadline - self.now).total_seconds() / 3600.0
+            if hours_left <= 0:
+                return Decision(
+                    job.key,
+                    "rejected",
+                    "DeadlineMiss",
+                    f"the deadline {work.deadline.isoformat()} has passed",
+                )
+        uncapped = work.without_caps()
+        # This job's physics per hardware (and measured speed): skips hashing the workload per pool.
+        seen: dict[tuple[int, float | None], Shared] = {}
+        evals = [self._evaluate(work, uncapped, job, pool, hours_left, seen) for pool in self.pools]
+        chosen = self._choose(work, evals)
+        candidates = explain.candidates(work, evals, chosen)
+        if chosen is not None:
+            return self._place(job, work, chosen, candidates)
+        waiting = [(e.best_key, e.pool.name, e.best, e.pool) for e in evals if e.best is not None]
+        if waiting:
+            _, name, option, pool = min(waiting, key=lambda w: (w[0], w[1]))
+            return Decision(
+                job.key,
+                "queued",
+                "NoCapacity",
+                f"{work.describe()} fits {len(waiting)} pool(s) but none has room now; best when free: "
+                f"{name} ({explain.shape(option, pool)}{explain.money(option)})",
+                candidates=candidates,
+            )
+        return explain.rejection(job.key, work, evals, candidates)
+
+    def _evaluate(
+        self,
+        work: Workload,
+        uncapped: Workload,
+        job: JobRequest,
+        pool: PlannedPool,
+        hours_left: float | None,
+        seen: dict[tuple[int, float | None], Shared],
+    ) -> PoolEval:
+        ev = PoolEval(pool)
+        ptype, state = pool.type, pool.state
+        if ptype is None or pool.unit is None:
+            ev.verdict, ev.note = "InvalidPool", pool.error
+            return ev
+        if ptype.family not in work.families:
+            ev.verdict, ev.note = "FamilyNotAccepted", f"{ptype.family} is not an accepted family"
+            return ev
+        if work.accelerators and ptype.accelerator not in work.accelerators:
+            ev.verdict, ev.note = (
+                "AcceleratorNotAccepted",
+                f"{ptype.accelerator} is not an accepted accelerator",
+            )
+            return ev
+        if ptype.capacity_type not in work.capacity_types:
+            ev.verdict, ev.note = "CapacityTypeNotAccepted", f"{ptype.capacity_type} is not accepted"
+            return ev
+        if work.pools and state.name not in work.pools:
+            ev.verdict, ev.note = "PoolNotAllowed", "not in placement.pools"
+            return ev
+        if state.name in job.excluded_pools:
+            ev.blocked = "Excluded"
+        elif state.cooldown_until is not None and state.cooldown_until > self.now:
+            ev.blocked = "CoolingDown"
+        preset = work.shape.preset
+        observed = state.observed_throughput.get(preset) if preset and state.observed_throughput else None
+        local = (id(pool.unit), observed)
+        result = seen.get(local)
+        if result is None:
+            tpd = 0.0
+            if work.mode == "train":
+                speed = (ptype.accelerator, preset)
+                if speed not in self._speeds:
+                    self._speeds[speed] = self.catalog.profile(ptype.accelerator, preset)
+                tpd = training_tokens_per_device(work, ptype, observed, self._speeds[speed])
+            result = shared(
+                uncapped, pool.unit, self.catalog.defaults, tokens_per_device=tpd, hours_left=hours_left
+            )
+            seen[local] = result
+        price, limit = ptype.price_per_node_hour, pool.node_limit
+        max_price, max_cost = work.max_price_per_hour, work.max_cost
+        feasible = result.feasible
+        if price <= 0:  # a free pool: cost no longer orders the options
+            feasible = tuple(sorted(feasible, key=lambda o: policy_key(work, o.priced(price))))
+        training = work.mode == "train"
+        for option in feasible:  # best first; the caps and the node limit only remove options
+            if option.nodes_needed > limit:
+                continue
+            if max_price is not None and option.price_per_hour * price > max_price:
+                continue
+            if max_cost is not None and option.cost is not None and option.cost * price > max_cost:
+                continue
+            first = ev.best is None
+            if first:
+                ev.best = option.priced(price)
+                ev.best_key = policy_key(work, ev.best)
+            if ev.blocked:
+                break
+            if pool.slots.room(option, training):
+                ev.best_now = ev.best if first else option.priced(price)
+                ev.best_now_key = ev.best_key if first else policy_key(work, ev.best_now)
+                break
+        if ev.best is None and result.everything:
+            # Only options that pass the node limit need their price to see which cap they break.
+            within = (bounded(work, o, limit) for o in result.everything)
+            failed = min((capped(work, o.priced(price)) if o.ok else o for o in within), key=Option.closeness)
+            ev.failed = failed if failed.stage in (Stage.PRICE, Stage.COST) else failed.priced(price)
+        return ev
+
+    def _choose(self, work: Workload, evals: list[PoolEval]) -> PoolEval | None:
+        ready = [e for e in evals if e.best_now is not None]
+        if not ready:
+            return None
+        if self.ranking == "first-fit":
+            return ready[0]
+        if self.ranking == "cheapest-device-hour":
+            return min(ready, key=lambda e: (_device_hour(e.pool), e.pool.name))
+        return min(ready, key=lambda e: (e.best_now_key, e.pool.name))
+
+    def _place(
+        self, job: JobRequest, work: Workload, ev: PoolEval, candidates: tuple[Candidate, ...]
+    ) -> Decision:
+        option, ptype = ev.best_now, ev.pool.type
+        assert option is not None and ptype is not None
+        training = work.mode == "train"
+        node_names = ev.pool.slots.take(option, training)
+        spans_nodes = training and option.pods > 1
+        feasible = sum(1 for c in candidates if c.available_now)
+        why = {"policy": f"{work.policy} of {feasible} pool(s) with room"}.get(self.ranking, self.ranking)
+        return Decision(
+            key=job.key,
+            outcome="placed",
+            reason="Placed",
+            message=f"{work.describe()} placed on {ev.pool.name} "
+            f"({explain.shape(option, ev.pool)}{explain.money(option)}): {why}",
+            pool=ev.pool.name,
+            accelerator=ptype.accelerator,
+            family=ptype.family,
+            capacity_type=ptype.capacity_type,
+            instance_type=ptype.instance_type,
+            backend=ptype.backend,
+            resource_name=ptype.resource_name,
+            node_names=node_names,
+            nodes=option.pods,
+            devices_per_node=option.devices_per_node,
+            processes_per_node=option.processes_per_pod,
+            activation_checkpointing=option.activation_checkpointing,
+            efa_per_node=ptype.efa_per_node if spans_nodes else 0,
+            cpu_per_pod=option.devices_per_node * ptype.vcpus_per_device,
+            memory_gib_per_pod=option.devices_per_node * ptype.memory_gib_per_device,
+            price_per_hour=option.price_per_hour,
+            est_hours=option.hours,
+            est_cost=option.cost,
+            est_tokens_per_second=option.tokens_per_second,
+            cost_per_million_tokens=option.cost_per_million_tokens,
+            est_finish=finish_time(self.now, option.hours),
+            candidates=candidates,
+        )
+
+
+def order(jobs: Iterable[JobRequest]) -> list[JobRequest]:
+    """Priority (high first), then age (old first), then key: the order the engine decides in."""
+    return sorted(jobs, key=lambda j: (-j.effective_priority, j.created, j.key))
+
+
+def plan(
+    jobs: Sequence[JobRequest],
+    inventory: Inventory,
+    *,
+    now: datetime,
+    catalog: Catalog | None = None,
+    ranking: Ranking = "policy",
+) -> list[Decision]:
+    """One decision per job, in the order decided (see `order`). Pure and deterministic."""
+    planner = Planner(inventory, now=now, catalog=catalog, ranking=ranking)
+    return [planner.decide(job) for job in order(jobs)]
+
+
+def _device_hour(pool: PlannedPool) -> float:
+    return pool.type.price_per_device_hour if pool.type else float("inf")

@@ -1,0 +1,492 @@
+"""The cost model: every way to run one workload on one pool type, with fit, speed, price and verdict.
+
+Pricing is pro rata of the node: a pod with d of a node's D devices costs d/D of the node's price, since
+the engine packs several jobs' pods onto one node. Training uses the fewest nodes that hold the model and
+meet the deadline; multi-node jobs take whole nodes unless the job fixes devicesPerNode.
+
+Options are computed in two steps so the engine can share the expensive one between pools: `physics`
+(memory, speed, time, deadline) on the pool's hardware at 1 USD per node-hour and without a node limit,
+then per pool `bounded` (its node limit), `Option.priced` (its price) and `capped` (the job's caps).
+`options` composes them for one pool.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from functools import lru_cache
+
+from llama_operator.catalog import Defaults
+from llama_operator.planning.llama import GIB, KV_TRAFFIC
+from llama_operator.planning.pools import PoolType
+from llama_operator.planning.workload import Workload
+
+# Recomputing activations costs one more forward pass: 8 instead of 6 FLOPs per parameter and token.
+CHECKPOINTING_SPEEDUP = 6.0 / 8.0
+# Inference working memory beyond weights and KV cache (activations, buffers).
+INFERENCE_OVERHEAD = 1.05
+
+
+class Stage(IntEnum):
+    """How far an option got through the checks; the highest stage over all pools names the binding
+    constraint when a job fits nowhere."""
+
+    FILTERED = 0
+    DEVICES = 1
+    NODES = 2
+    BATCH = 3
+    MEMORY = 4
+    THROUGHPUT = 5
+    DEADLINE = 6
+    PRICE = 7
+    COST = 8
+    OK = 9
+
+
+REASONS: dict[Stage, str] = {
+    Stage.DEVICES: "DevicesNotAllowed",
+    Stage.NODES: "NotEnoughNodes",
+    Stage.BATCH: "BatchSplit",
+    Stage.MEMORY: "DoesNotFit",
+    Stage.THROUGHPUT: "TooSlow",
+    Stage.PRICE: "ExceedsMaxPrice",
+    Stage.COST: "ExceedsMaxCost",
+    Stage.DEADLINE: "DeadlineMiss",
+    Stage.OK: "Feasible",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One way to run a workload on a pool: `pods` pods of `devices_per_node` devices each."""
+
+    stage: Stage
+    devices_per_node: int
+    pods: int
+    """Training: nodes, one pod each. Inference: replicas (several may share a node)."""
+    processes_per_pod: int = 1
+    activation_checkpointing: bool = False
+    memory_need_gib: float = 0.0
+    """Per device."""
+    memory_usable_gib: float = 0.0
+    tokens_per_second: float = 0.0
+    hours: float | None = None
+    price_per_hour: float = 0.0
+    cost: float | None = None
+    cost_per_million_tokens: float | None = None
+    nodes_needed: int = 0
+    """Nodes the pool must have at least: training nodes, or inference replicas over pods per node."""
+    fit_nodes: int = 0
+    """Training: nodes that hold the sharded state."""
+    base_nodes: int = 0
+    """Training: nodes for memory and deadline, before rounding up to split the batch evenly."""
+    needed: int = 0
+    """For NODES/MEMORY/DEADLINE: nodes the constraint needs; for DEVICES: the requested count."""
+    limit: float = 0.0
+    """The bound that was broken (node limit, price cap, cost cap, hours left, target tokens/s)."""
+    unshardable: bool = False
+    """MEMORY: what each rank holds whatever the node count (a gathered layer, activations) is too big."""
+
+    @property
+    def ok(self) -> bool:
+        return self.stage is Stage.OK
+
+    @property
+    def reason(self) -> str:
+        return REASONS[self.stage]
+
+    @property
+    def fits(self) -> bool:
+        return self.stage > Stage.MEMORY
+
+    @property
+    def devices(self) -> int:
+        return self.devices_per_node * self.pods
+
+    def priced(self, price_per_node_hour: float) -> Option:
+        """This option of a unit-priced pool at the pool's real price."""
+        if price_per_node_hour == 1.0:
+            return self
+        scale = price_per_node_hour
+        return self._copy(
+            self.stage,
+            self.price_per_hour * scale,
+            None if self.cost is None else self.cost * scale,
+            None if self.cost_per_million_tokens is None else self.cost_per_million_tokens * scale,
+            self.needed,
+            self.limit,
+        )
+
+    def _copy(
+        self,
+        stage: Stage,
+        price_per_hour: float,
+        cost: float | None,
+        cost_per_million_tokens: float | None,
+        needed: int,
+        limit: float,
+    ) -> Option:
+        # Spelled out: dataclasses.replace is the engine's hottest call otherwise.
+        return Option(
+            stage,
+            self.devices_per_node,
+            self.pods,
+            self.processes_per_pod,
+            self.activation_checkpointing,
+            self.memory_need_gib,
+            self.memory_usable_gib,
+            self.tokens_per_second,
+            self.hours,
+            price_per_hour,
+            cost,
+            cost_per_million_tokens,
+            self.nodes_needed,
+            self.fit_nodes,
+            self.base_nodes,
+            needed,
+            limit,
+            self.unshardable,
+        )
+
+    def failing(self, stage: Stage, *, needed: int = 0, limit: float = 0.0) -> Option:
+        """The same option, failing `stage`."""
+        return self._copy(stage, self.price_per_hour, self.cost, self.cost_per_million_tokens, needed, limit)
+
+    @property
+    def shortfall(self) -> float:
+        """How far the option is from passing its failed check (1.0 = just at the bound)."""
+        stage, limit = self.stage, self.limit or 1e-9
+        if self.unshardable:  # no node count fixes it: farther than any option more nodes would fix
+            return 1e6 * self.memory_need_gib / max(self.memory_usable_gib, 1e-9)
+        if stage is Stage.MEMORY and not self.needed:
+            return self.memory_need_gib / max(self.memory_usable_gib, 1e-9)
+        if stage in (Stage.NODES, Stage.MEMORY, Stage.DEADLINE) and self.needed:
+            return self.needed / max(limit, 1e-9)
+        if stage is Stage.THROUGHPUT:
+            return limit / max(self.tokens_per_second, 1e-9)
+        if stage is Stage.PRICE:
+            return self.price_per_hour / limit
+        if stage is Stage.COST:
+            return (self.cost or 0.0) / limit
+        if stage is Stage.DEADLINE:
+            return (self.hours or 0.0) / limit if limit > 0 else float("inf")
+        return 1.0
+
+    def closeness(self) -> tuple[int, float]:
+        """Sort key, smallest first: the option that got furthest and missed by least."""
+        return (-self.stage, self.shortfall)
+
+    def note(self, pool: str) -> str:
+        """One sentence on why this option is as it is."""
+        shape = f"{self.pods} x {self.devices_per_node}"
+        match self.stage:
+            case Stage.DEVICES:
+                return f"{self.needed} devices per pod is not an allowed count on {pool}"
+            case Stage.NODES:
+                return f"needs {self.needed} nodes, {pool} can have {int(self.limit)}"
+            case Stage.BATCH:
+                return (
+                    f"global batch does not split evenly over the {self.pods * self.processes_per_pod} ranks"
+                )
+            case Stage.MEMORY if self.unshardable:
+                return (
+                    f"a gathered layer, activations and logits alone need {self.memory_need_gib:.1f} GiB "
+                    f"per device, {self.memory_usable_gib:.1f} GiB usable"
+                )
+            case Stage.MEMORY if self.needed > self.limit:
+                return f"needs {self.needed} nodes to hold the model, {pool} can have {int(self.limit)}"
+            case Stage.MEMORY:
+                return (
+                    f"needs {self.memory_need_gib:.1f} GiB per device on {shape}, "
+                    f"{self.memory_usable_gib:.1f} GiB usable"
+                )
+            case Stage.THROUGHPUT:
+                return (
+                    f"{self.tokens_per_second:,.0f} tokens/s on {shape}, below the target {self.limit:,.0f}"
+                )
+            case Stage.PRICE:
+                return f"${self.price_per_hour:,.2f}/h on {shape}, above maxPricePerHour ${self.limit:,.2f}"
+            case Stage.COST:
+                return f"est. ${self.cost or 0:,.2f} on {shape}, above maxCost ${self.limit:,.2f}"
+            case Stage.DEADLINE if self.needed > 0:
+                return f"needs {self.needed} nodes to meet the deadline, {pool} can have {int(self.limit)}"
+            case Stage.DEADLINE:
+                left = max(self.limit, 0)
+                return f"est. {self.hours or 0:.1f} h on {shape}, {left:.1f} h left to the deadline"
+            case _:
+                return f"{shape} devices, {self.tokens_per_second:,.0f} tokens/s"
+
+
+def policy_key(work: Workload, option: Option) -> tuple[float, ...]:
+    """Smaller is better. Cheapest: least cost, then soonest. Fastest: soonest, then least cost.
+    Inference has no end: cheapest is least $/h, fastest most tokens/s. The order of a pool's options
+    does not change with its price."""
+    if work.mode == "train":
+        cost, hours = option.cost or 0.0, option.hours or 0.0
+        return (cost, hours, option.devices) if work.policy == "cheapest" else (hours, cost, option.devices)
+    pph, tps = option.price_per_hour, -option.tokens_per_second
+    return (pph, tps, option.devices) if work.policy == "cheapest" else (tps, pph, option.devices)
+
+
+def training_tokens_per_device(
+    work: Workload, pool: PoolType, observed: float | None, profile: float | None
+) -> float:
+    """Measured on this pool, else published for the accelerator, else peak FLOP/s x efficiency."""
+    if observed:
+        return observed
+    if profile:
+        return profile
+    return pool.device.peak_tflops * 1e12 * pool.device.efficiency / work.flops_per_token
+
+
+def unit_pool(pool: PoolType) -> PoolType:
+    """The pool's hardware at 1 USD per node-hour, without a node limit: the input of `physics`."""
+    return replace(
+        pool,
+        instance_type=None,
+        price_per_node_hour=1.0,
+        capacity_type="spot" if pool.capacity_type == "spot" else "on-demand",
+        resource_name=None,
+        max_nodes=None,
+    )
+
+
+def options(
+    work: Workload,
+    pool: PoolType,
+    defaults: Defaults,
+    *,
+    node_limit: int,
+    tokens_per_device: float,
+    hours_left: float | None,
+) -> tuple[Option, ...]:
+    """Every option of `work` on `pool` with at most `node_limit` nodes, feasible or not. `hours_left`
+    is the time to the deadline."""
+    found = physics(
+        work.without_caps(),
+        unit_pool(pool),
+        defaults,
+        tokens_per_device=tokens_per_device,
+        hours_left=hours_left,
+    )
+    price = pool.price_per_node_hour
+    return tuple(capped(work, bounded(work, o, node_limit).priced(price)) for o in found)
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """`physics` of one workload on one kind of hardware, as the engine reuses it across pools."""
+
+    feasible: tuple[Option, ...]
+    """Options that pass every check but the node limit and the caps, best first (at any price > 0)."""
+    everything: tuple[Option, ...]
+
+
+@lru_cache(maxsize=16384)
+def shared(
+    work: Workload, unit: PoolType, defaults: Defaults, *, tokens_per_device: float, hours_left: float | None
+) -> Shared:
+    """Cached `physics` for `work.without_caps()` on `unit_pool(...)`: pools of one instance type and
+    replans of one job share it."""
+    found = physics(work, unit, defaults, tokens_per_device=tokens_per_device, hours_left=hours_left)
+    feasible = sorted((o for o in found if o.ok), key=lambda o: policy_key(work, o))
+    return Shared(tuple(feasible), found)
+
+
+def bounded(work: Workload, option: Option, node_limit: int) -> Option:
+    """The option on a pool that can have at most `node_limit` nodes."""
+    if option.stage is Stage.DEVICES or option.unshardable or option.nodes_needed <= node_limit:
+        return option
+    if work.mode != "train" or work.nodes is not None:
+        stage, needed = Stage.NODES, option.nodes_needed
+    elif option.fit_nodes > node_limit:
+        stage, needed = Stage.MEMORY, option.fit_nodes
+    elif option.base_nodes > node_limit:
+        stage, needed = Stage.DEADLINE, option.base_nodes
+    else:
+        stage, needed = Stage.BATCH, 0
+    return option.failing(stage, needed=needed, limit=node_limit)
+
+
+def capped(work: Workload, option: Option) -> Option:
+    """The priced option with the job's price and cost caps applied."""
+    if not option.ok:
+        return option
+    if work.max_price_per_hour is not None and option.price_per_hour > work.max_price_per_hour:
+        return option.failing(Stage.PRICE, limit=work.max_price_per_hour)
+    if work.max_cost is not None and option.cost is not None and option.cost > work.max_cost:
+        return option.failing(Stage.COST, limit=work.max_cost)
+    return option
+
+
+def physics(
+    work: Workload, unit: PoolType, defaults: Defaults, *, tokens_per_device: float, hours_left: float | None
+) -> tuple[Option, ...]:
+    """Options on unit-priced hardware with no node limit, checking devices, batch split, memory,
+    throughput target and deadline."""
+    if work.mode == "train":
+        return _training(work, unit, defaults, tokens_per_device, hours_left)
+    return _inference(work, unit, defaults)
+
+
+def _device_counts(work: Workload, pool: PoolType) -> tuple[int, ...] | None:
+    if work.devices_per_node is None:
+        return pool.allowed_device_counts
+    if work.devices_per_node in pool.allowed_device_counts:
+        return (work.devices_per_node,)
+    return None
+
+
+def _training(
+    work: Workload, pool: PoolType, defaults: Defaults, tokens_per_device: float, hours_left: float | None
+) -> tuple[Option, ...]:
+    counts = _device_counts(work, pool)
+    if counts is None:
+        return (Option(Stage.DEVICES, work.devices_per_node or 0, 0, needed=work.devices_per_node or 0),)
+    spot = pool.capacity_type == "spot"
+    slowdown = 1.0 + (defaults.spot_time_overhead if spot else 0.0)
+    startup = pool.device.startup_minutes / 60.0
+    multi_node = (
+        defaults.multi_node_efficiency if pool.efa_per_node else defaults.multi_node_efficiency_no_efa
+    )
+    widest = max(counts)
+    modes = (False, True) if work.activation_checkpointing is None else (work.activation_checkpointing,)
+    found: list[Option] = []
+    for dpn in counts:
+        ranks = pool.processes_per_pod(dpn)
+        rank_budget = dpn * pool.device.memory_gib * GIB * defaults.usable_memory_fraction / ranks
+        plain: Option | None = None
+        for ac in modes:
+            if ac and plain is not None and plain.fits and (plain.pods == 1 or work.nodes is not None):
+                break  # checkpointing would only be slower: it cannot save a node here
+            option = _training_option(
+                work, pool, dpn, ranks, rank_budget, ac, tokens_per_device, hours_left,
+                slowdown=slowdown, startup=startup, multi_node=multi_node, widest=widest,
+            )  # fmt: skip
+            if option is not None:
+                found.append(option)
+            plain = option
+    return tuple(found)
+
+
+def _training_option(
+    work: Workload,
+    pool: PoolType,
+    dpn: int,
+    ranks: int,
+    rank_budget: float,
+    ac: bool,
+    tokens_per_device: float,
+    hours_left: float | None,
+    *,
+    slowdown: float,
+    startup: float,
+    multi_node: float,
+    widest: int,
+) -> Option | None:
+    fixed = work.rank_bytes[1 if ac else 0]
+    usable_gib = rank_budget * ranks / dpn / GIB
+    if rank_budget <= fixed:  # the per-rank working set alone exceeds the device: no node count helps
+        nodes = work.nodes or 1
+        need_gib = fixed * ranks / dpn / GIB
+        return Option(Stage.MEMORY, dpn, nodes, ranks, ac, need_gib, usable_gib, unshardable=True)
+    # Nodes to hold the sharded state: state / (nodes x ranks) + fixed <= budget.
+    fit_nodes = math.ceil(work.state_bytes / (ranks * (rank_budget - fixed)))
+    node_speed = dpn * tokens_per_device * (CHECKPOINTING_SPEEDUP if ac else 1.0)
+    deadline_nodes = 1
+    if hours_left is not None:
+        need = work.tokens * slowdown / (max(hours_left - startup, 1e-9) * 3600.0)
+        deadline_nodes = math.ceil(need / node_speed)
+        if deadline_nodes > 1:
+            deadline_nodes = math.ceil(need / (node_speed * multi_node))
+    if work.nodes is not None:
+        nodes = base = work.nodes
+    else:
+        base = max(1, fit_nodes, deadline_nodes)
+        if base > 1 and dpn < widest and work.devices_per_node is None:
+            return None  # spanning nodes takes whole nodes; the widest count covers it
+        nodes = _batch_nodes(work, ranks, base)
+    sizes = {"nodes_needed": nodes, "fit_nodes": fit_nodes, "base_nodes": base}
+    if work.batch_size % (nodes * ranks * work.micro_batch):
+        return Option(Stage.BATCH, dpn, nodes, ranks, ac, **sizes)
+    need_gib = (work.state_bytes / (nodes * ranks) + fixed) * ranks / dpn / GIB
+    if need_gib > usable_gib:
+        return Option(Stage.MEMORY, dpn, nodes, ranks, ac, need_gib, usable_gib, **sizes)
+    tps = nodes * node_speed * (multi_node if nodes > 1 else 1.0)
+    hours = startup + work.tokens / (tps * 3600.0) * slowdown
+    price = nodes * dpn / pool.devices_per_node * pool.price_per_node_hour
+    cost = price * hours
+    late = hours_left is not None and hours > hours_left
+    return Option(
+        Stage.DEADLINE if late else Stage.OK,
+        dpn,
+        nodes,
+        ranks,
+        ac,
+        need_gib,
+        usable_gib,
+        tps,
+        hours,
+        price,
+        cost,
+        cost / work.tokens * 1e6,
+        limit=hours_left if late and hours_left is not None else 0.0,
+        **sizes,
+    )
+
+
+def _batch_nodes(work: Workload, ranks: int, nodes: int) -> int:
+    """The smallest node count >= nodes whose ranks split the global batch evenly (nodes if none does)."""
+    for n in range(nodes, work.batch_size // (ranks * work.micro_batch) + 1):
+        if work.batch_size % (n * ranks * work.micro_batch) == 0:
+            return n
+    return nodes
+
+
+def _inference(work: Workload, pool: PoolType, defaults: Defaults) -> tuple[Option, ...]:
+    counts = _device_counts(work, pool)
+    if counts is None:
+        return (Option(Stage.DEVICES, work.devices_per_node or 0, 0, needed=work.devices_per_node or 0),)
+    device = pool.device
+    usable_gib = device.memory_gib * defaults.usable_memory_fraction
+    replicas = work.replicas
+    found = []
+    for dpn in counts:
+        ranks = pool.processes_per_pod(dpn)
+        nodes = -(-replicas // (pool.devices_per_node // dpn))
+        need_gib = (work.weights_bytes + work.kv_bytes) * INFERENCE_OVERHEAD / dpn / GIB
+        if need_gib > usable_gib:
+            found.append(
+                Option(Stage.MEMORY, dpn, replicas, ranks, False, need_gib, usable_gib, nodes_needed=nodes)
+            )
+            continue
+        # A decode step reads the weights and the live KV cache once, and computes one token per sequence.
+        bandwidth = dpn * device.memory_bandwidth_tbs * 1e12 * defaults.inference_bandwidth_efficiency
+        memory_time = (work.weights_bytes + KV_TRAFFIC * work.kv_bytes) / bandwidth
+        compute_time = (
+            work.max_batch * work.flops_per_token / (dpn * device.peak_tflops * 1e12 * device.efficiency)
+        )
+        tps = replicas * work.max_batch / max(memory_time, compute_time)
+        price = replicas * dpn / pool.devices_per_node * pool.price_per_node_hour
+        target = work.target_tokens_per_second
+        slow = target is not None and tps < target
+        found.append(
+            Option(
+                Stage.THROUGHPUT if slow else Stage.OK,
+                dpn,
+                replicas,
+                ranks,
+                False,
+                need_gib,
+                usable_gib,
+                tps,
+                None,
+                price,
+                None,
+                price / (tps * 3600.0) * 1e6,
+                nodes_needed=nodes,
+                limit=target if slow and target is not None else 0.0,
+            )
+        )
+    return tuple(found)

@@ -1,0 +1,75 @@
+"""The engine's input: a snapshot of pools and nodes, and the jobs waiting for a decision."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from llama_operator.api.job import LlamaJobSpec
+from llama_operator.api.pool import AcceleratorPoolSpec
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """One node of a pool. For cpu pools devices are worker pod slots: leave allocatable_devices None (the
+    pool's devicesPerNode) and count in used_devices the slots held by llamaop workers on the node."""
+
+    name: str
+    pool: str
+    ready: bool = True
+    schedulable: bool = True
+    allocatable_devices: int | None = None
+    """None = the pool's devicesPerNode."""
+    used_devices: int = 0
+    """Devices requested by pods bound to the node (any pods, not only llamaop's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    name: str
+    spec: AcceleratorPoolSpec
+    nodes: tuple[NodeState, ...] = ()
+    cooldown_until: datetime | None = None
+    """The engine avoids the pool until then (set after a failover off it)."""
+    observed_throughput: Mapping[str, float] = field(default_factory=dict)
+    """Training tokens/s per device by preset, measured on this pool; beats the catalog."""
+
+    def capacity_nodes(self) -> int:
+        """Most nodes the pool can ever offer: maxNodes, else the nodes it has."""
+        return self.spec.max_nodes if self.spec.max_nodes is not None else len(self.nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    pools: Sequence[PoolState]
+    promised: Mapping[str, int] = field(default_factory=dict)
+    """Node name -> devices promised to placed jobs whose pods are not bound yet."""
+
+    @classmethod
+    def empty(cls, pools: Mapping[str, AcceleratorPoolSpec], *, nodes_per_pool: int = 4) -> Inventory:
+        """Pools with idle nodes and nothing promised: maxNodes nodes each, else `nodes_per_pool`."""
+        states = []
+        for name, spec in pools.items():
+            count = spec.max_nodes if spec.max_nodes is not None else nodes_per_pool
+            nodes = tuple(NodeState(f"{name}-{i}", name) for i in range(count))
+            states.append(PoolState(name, spec, nodes))
+        return cls(tuple(states))
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One job to decide on."""
+
+    key: str
+    """namespace/name"""
+    spec: LlamaJobSpec
+    created: datetime
+    priority: int | None = None
+    """None = spec.priority."""
+    excluded_pools: frozenset[str] = frozenset()
+    """Pools this job must avoid (the ones it failed over from)."""
+
+    @property
+    def effective_priority(self) -> int:
+        return self.spec.priority if self.priority is None else self.priority
