@@ -289,3 +289,15 @@ def test_pool_status_counts_ready_nodes_and_free_devices_net_of_bookings() -> No
     assert (st["nodes"], st["readyNodes"]) == (3, 2)
     assert (st["allocatableDevices"], st["allocatedDevices"], st["freeDevices"]) == (32, 16, 16)
     assert st["pricePerNodeHour"] == 21.5
+
+
+def test_cpu_training_ranks_share_a_node_while_accelerator_ranks_never_do() -> None:
+    world = World([node("cpu", 0), node("trn1", 0)], ["cpu", "trn1"])
+    for name, families, devices in (("c", ["cpu"], 1), ("n", ["neuron"], 16)):
+        spec = train_spec()
+        spec["resources"] = {"families": families, "devicesPerNode": devices, "nodes": 2}
+        world.add(job(name, spec))
+    world.step()
+    assert status(world, "c")["nodeNames"] == ["cpu-0", "cpu-0"]
+    assert len(world.pods_of("c")) == 2
+    assert status(world, "n")["phase"] == "Failed"  # one trn1 node can never hold a 2-node gang

@@ -598,7 +598,15 @@ def test_rendered_manifests_are_fresh_objects() -> None:
             {"backend": "neuron", "devices_per_pod": 2, "resource_name": GPU_RESOURCE, "neuron": TRN1},
             NEURON_RESOURCE,
         ),
-        ({"node_names": ("n1", "n1")}, "distinct"),
+        (
+            {
+                "node_names": ("n1", "n1"),
+                "backend": "cuda",
+                "devices_per_pod": 1,
+                "resource_name": GPU_RESOURCE,
+            },
+            "distinct",
+        ),
         ({"node_names": ()}, "at least one"),
         ({"checkpoint_uri": "relative/ckpt"}, "checkpoint_uri"),
         # The runtime reads plain paths: an object-store URI would be mangled into a local path.
@@ -686,3 +694,10 @@ def test_manifests_round_trip_through_the_kubernetes_models(name: str) -> None:
     for obj in render_worker_objects(ALL_PLANS[name]()):
         model = api._ApiClient__deserialize(copy.deepcopy(obj), KINDS[obj["kind"]])  # type: ignore[attr-defined]
         assert api.sanitize_for_serialization(model) == obj
+
+
+def test_cpu_training_ranks_may_share_a_node() -> None:
+    """On cpu pools a device is a worker slot: two ranks of one job may run as two pods on one node."""
+    pods = [m for m in render_worker_objects(plan(node_names=("n1", "n1"))) if m["kind"] == "Pod"]
+    assert len({p["metadata"]["name"] for p in pods}) == 2
+    assert "--nnodes=2" in " ".join(pods[0]["spec"]["containers"][0]["command"])

@@ -192,7 +192,7 @@ class Planner:
         feasible = result.feasible
         if price <= 0:  # a free pool: cost no longer orders the options
             feasible = tuple(sorted(feasible, key=lambda o: policy_key(work, o.priced(price))))
-        training = work.mode == "train"
+        training = one_pod_per_node(work, pool.type)
         for option in feasible:  # best first; the caps and the node limit only remove options
             if option.nodes_needed > limit:
                 continue
@@ -232,9 +232,8 @@ class Planner:
     ) -> Decision:
         option, ptype = ev.best_now, ev.pool.type
         assert option is not None and ptype is not None
-        training = work.mode == "train"
-        node_names = ev.pool.slots.take(option, training)
-        spans_nodes = training and option.pods > 1
+        node_names = ev.pool.slots.take(option, one_pod_per_node(work, ptype))
+        spans_nodes = work.mode == "train" and option.pods > 1
         feasible = sum(1 for c in candidates if c.available_now)
         why = {"policy": f"{work.policy} of {feasible} pool(s) with room"}.get(self.ranking, self.ranking)
         return Decision(
@@ -266,6 +265,12 @@ class Planner:
             est_finish=finish_time(self.now, option.hours),
             candidates=candidates,
         )
+
+
+def one_pod_per_node(work: Workload, ptype: PoolType | None) -> bool:
+    """Training ranks get a node each on accelerator pools; on cpu pools a device is a worker slot, so
+    several ranks of one job may share a node (inference replicas always may)."""
+    return work.mode == "train" and (ptype is None or ptype.family != "cpu")
 
 
 def order(jobs: Iterable[JobRequest]) -> list[JobRequest]:

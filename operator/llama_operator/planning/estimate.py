@@ -407,7 +407,9 @@ def _training_option(
         if base > 1 and dpn < widest and work.devices_per_node is None:
             return None  # spanning nodes takes whole nodes; the widest count covers it
         nodes = _batch_nodes(work, ranks, base)
-    sizes = {"nodes_needed": nodes, "fit_nodes": fit_nodes, "base_nodes": base}
+    # On cpu pools a device is a worker slot and ranks of one job may share a node (see the engine).
+    needed = math.ceil(nodes * dpn / pool.devices_per_node) if pool.family == "cpu" else nodes
+    sizes = {"nodes_needed": needed, "fit_nodes": fit_nodes, "base_nodes": base}
     if work.batch_size % (nodes * ranks * work.micro_batch):
         return Option(Stage.BATCH, dpn, nodes, ranks, ac, **sizes)
     need_gib = (work.state_bytes / (nodes * ranks) + fixed) * ranks / dpn / GIB

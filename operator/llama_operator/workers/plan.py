@@ -252,8 +252,12 @@ class WorkerPlan:
             raise ValueError(f"image pull policy {self.image_pull_policy!r} is not one Kubernetes knows")
         if not self.node_names or any(not n for n in self.node_names):
             raise ValueError("node_names must name at least one node and no empty ones")
-        if self.mode == "train" and len(set(self.node_names)) != len(self.node_names):
-            raise ValueError("training runs one pod per node: node_names must be distinct")
+        if (
+            self.mode == "train"
+            and self.backend != "cpu"
+            and len(set(self.node_names)) != len(self.node_names)
+        ):
+            raise ValueError("accelerator training runs one pod per node: node_names must be distinct")
         self._check_accelerator()
         if self.efa_per_pod < 0:
             raise ValueError("efa_per_pod must be >= 0")
