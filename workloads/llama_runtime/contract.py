@@ -62,5 +62,7 @@ DEFAULT_METRICS_PORT: Final = 9400
 DEFAULT_RDZV_PORT: Final = 29500
 
 ALL: Final = tuple(
-    v for k, v in dict(globals()).items() if k.isupper() and k != "PREFIX" and isinstance(v, str) and v.startswith(PREFIX)
+    v
+    for k, v in dict(globals()).items()
+    if k.isupper() and k != "PREFIX" and isinstance(v, str) and v.startswith(PREFIX)
 )

@@ -1,0 +1,3 @@
+"""The shared PyTorch runtime that llama-operator's worker pods run (CPU, CUDA, Neuron)."""
+
+__version__ = "0.1.0"

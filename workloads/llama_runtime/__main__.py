@@ -1,0 +1,38 @@
+"""`python -m llama_runtime train|serve [--flags]`, configured by LLAMAOP_* variables (see contract.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from llama_runtime.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Weights and tokenizers come from local directories only: never let transformers reach a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from llama_runtime.config import parse
+
+        cfg = parse(sys.argv[1:] if argv is None else argv)
+        if cfg.command == "train":
+            from llama_runtime.train import run
+        else:
+            from llama_runtime.serve.app import run
+        run(cfg)
+    except UserError as e:
+        rank = os.environ.get("RANK")
+        where = f" (rank {rank})" if rank not in (None, "0") else ""
+        print(f"llama_runtime: error{where}: {e}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Inference: the batching engine and its OpenAI-compatible HTTP server."""
