@@ -41,11 +41,11 @@ class ModelDimensions(ApiModel):
 
 PRESETS: Final[dict[str, ModelDimensions]] = {
     "tiny": ModelDimensions(
-        hidden_size=256,
-        intermediate_size=768,
+        hidden_size=128,
+        intermediate_size=384,
         num_layers=4,
-        num_heads=8,
-        num_kv_heads=4,
+        num_heads=4,
+        num_kv_heads=2,
         vocab_size=512,
         max_position_embeddings=2048,
         tie_embeddings=True,
