@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries debian image kind cluster-up cluster-down cluster-status demo test test-unit test-cluster \
+.PHONY: help venv binaries debian image kind xla-env cluster-up cluster-down cluster-status demo test test-unit test-cluster \
         test-runtime test-workers lint fmt crds bench clean
 
 help:
@@ -52,6 +52,9 @@ image:
 
 kind:
 	@hack/kind/maybe-run.sh
+
+xla-env:
+	@hack/xla/setup.sh
 
 test: venv binaries debian lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -239,7 +239,7 @@ def test_an_inference_spec_change_re_places_without_using_a_retry() -> None:
     assert len(world.pods_of("srv")) == 2
 
 
-def test_workers_lost_after_creation_count_as_a_failover() -> None:
+def test_workers_lost_after_creation_are_retried_without_cooling_the_pool() -> None:
     world = cluster()
     world.add(neuron_job())
     world.step()
@@ -248,6 +248,10 @@ def test_workers_lost_after_creation_count_as_a_failover() -> None:
     world.pods.clear()
     world.step(timedelta(seconds=30))
     assert status(world)["reason"] == "WorkerLost"
+    assert world.cooled == []
+    world.step()
+    assert status(world)["phase"] == "Placed"
+    assert status(world)["pool"] == "trn1"
 
 
 def test_a_restarted_operator_re_creates_workers_missing_for_a_placed_job() -> None:

@@ -110,7 +110,8 @@ def find_failure(ctx: JobContext, current: Sequence[PodView], expected: int) -> 
         and len(current) < expected
         and ctx.now - ctx.created_at > timedelta(seconds=20)
     ):
-        return Failure("WorkerLost", f"{expected - len(current)} worker pod(s) disappeared", failover=True)
+        # A deleted pod says nothing about its pool (people and controllers delete pods): retry, no cooldown.
+        return Failure("WorkerLost", f"{expected - len(current)} worker pod(s) disappeared", failover=False)
     for pod in current:
         if pod.phase == "Failed":
             why = pod.exit_reason or "Error"
