@@ -57,6 +57,7 @@ xla-env:
 	@hack/xla/setup.sh
 
 test: venv binaries debian lint
+	@hack/cluster.sh up --workers
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@hack/kind/maybe-run.sh
 
@@ -70,6 +71,7 @@ test-cluster: venv binaries
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
 
 test-workers: venv binaries debian
+	@hack/cluster.sh up --workers
 	$(PY) -m pytest -m workers $(PYTEST_ARGS)
 
 bench: venv binaries

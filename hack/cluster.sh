@@ -4,7 +4,8 @@
 # `kwokctl --runtime binary`; kwok fakes the Neuron, GPU and CPU nodes listed in cluster/pools.yaml.
 #
 #   hack/cluster.sh up          start (idempotent: returns at once when already up)
-#   hack/cluster.sh down        stop and delete
+#   hack/cluster.sh up --workers  also a real node (kubelet, containerd, CoreDNS, kube-proxy): hack/workers/
+#   hack/cluster.sh down        stop and delete (the real node too)
 #   hack/cluster.sh status      each pool with its nodes and free accelerators
 #   hack/cluster.sh kubeconfig  print the kubeconfig path
 #   hack/cluster.sh env         print `export` lines (PATH with the binaries, KUBECONFIG)
@@ -47,17 +48,41 @@ options:
   kubeAuthorization: true
   kubeAdmission: true
   disableQPSLimits: true
+  # Pods on the real node (up --workers) reach the API server through the kubernetes Service's IP.
+  kubeApiserverCertSANs: [10.0.0.1]
 componentsPatches:
 - name: kube-apiserver
   extraArgs:
   - {key: max-requests-inflight, value: "1000"}
   - {key: max-mutating-requests-inflight, value: "500"}
+  # So that logs and exec reach the real node's kubelet (which rejects anonymous clients) at its IP,
+  # not at its host name, which no resolver knows.
+  - {key: kubelet-client-certificate, value: $workdir/pki/admin.crt}
+  - {key: kubelet-client-key, value: $workdir/pki/admin.key}
+  - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
+# kwok's binary runtime manages every node by default; later flags win, so kwok keeps to the fake
+# nodes (nodes.py annotates them) and leaves the real node to its kubelet.
+- name: kwok-controller
+  extraArgs:
+  - {key: manage-all-nodes, value: "false"}
+  - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
 YAML
   echo "$cfg"
 }
 
+# A cluster created by an older cluster.sh lacks what the real node needs (see write_config).
+workers_ready() {
+  grep -q manage-nodes-with-annotation-selector "$workdir/kwok.yaml" 2>/dev/null &&
+    grep -q kubelet-preferred-address-types "$workdir/kwok.yaml" &&
+    [[ $(openssl x509 -in "$workdir/pki/admin.crt" -noout -ext subjectAltName 2>/dev/null) == *"IP Address:10.0.0.1"* ]]
+}
+
 up() {
-  if healthy; then log "cluster '$name' is already up"; return 0; fi
+  if [[ ${1:-} == --workers ]] && [[ -d $workdir ]] && ! workers_ready; then
+    log "cluster '$name' was created without real-node support; recreating it"
+    down
+  fi
+  if healthy; then log "cluster '$name' is already up"; [[ ${1:-} != --workers ]] || "$root/hack/workers/node.sh" up; return 0; fi
   "$here/build.sh" >/dev/null
   local t0=$SECONDS cfg
   if [[ -d $workdir ]]; then
@@ -70,18 +95,21 @@ up() {
     kwokctl create cluster --name "$name" --config "$cfg" --config "$here/stages.yaml" --wait 120s \
       >"$KWOK_WORKDIR/$name.create.log" 2>&1 || { cat "$KWOK_WORKDIR/$name.create.log" >&2; exit 1; }
   fi
-  "$py" "$here/nodes.py" | kubectl --kubeconfig "$kubeconfig" apply --server-side -f - >/dev/null
+  "$py" "$here/nodes.py" --scale "${LLAMAOP_NODE_SCALE:-1}" | kubectl --kubeconfig "$kubeconfig" apply --server-side -f - >/dev/null
   kubectl --kubeconfig "$kubeconfig" wait --for=condition=Ready node -l type=kwok --timeout=120s >/dev/null
   log "cluster '$name' up in $((SECONDS - t0))s; KUBECONFIG=$kubeconfig"
+  [[ ${1:-} != --workers ]] || "$root/hack/workers/node.sh" up
 }
 
 down() {
+  # The real node first, while the API server can still tell its kubelet to stop the pods.
+  if [[ -x $root/hack/workers/node.sh ]]; then "$root/hack/workers/node.sh" down; fi
   kwokctl delete cluster --name "$name" >/dev/null 2>&1 || true
   log "cluster '$name' deleted"
 }
 
 case ${1:-} in
-  up) up ;;
+  up) up "${2:-}" ;;
   down) down ;;
   status) healthy || { log "cluster '$name' is not running"; exit 1; }
     KUBECONFIG=$kubeconfig "$py" "$here/status.py" ;;

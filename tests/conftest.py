@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube import CLUSTER_SH, Kubectl, local_cluster_env, wait_for
+from tests.kube import CLUSTER_SH, ROOT, Kubectl, local_cluster_env, wait_for
 from tests.operator_harness import Operator, install_api
 
 
@@ -49,7 +49,8 @@ def operator(
     """The operator, running as a subprocess against the cluster, with the CRDs and example pools applied."""
     install_api(kubectl)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = Operator(cluster_env, log)
+    # The workers tier's real node is a pool of the `local` instance type, which this catalog adds.
+    op = Operator(cluster_env, log, "--catalog", str(ROOT / "tests/workers/catalog-local.yaml"))
     op.start()
     yield op
     op.stop()

@@ -1,0 +1,161 @@
+"""The mission's end to end: apply a LlamaJob, the operator places it, and CPU workers on a real kubelet
+really train (torchrun over the headless Service, checkpoints on a volume, progress in the job) and serve.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.kube import Kubectl, wait_for
+from tests.operator_harness import Operator
+from tests.workers.node import NODE, POOL, TOLERATIONS, checkpoint_volume
+
+pytestmark = pytest.mark.workers
+
+POOL_MANIFEST = {
+    "apiVersion": "llamaop.io/v1alpha1",
+    "kind": "AcceleratorPool",
+    "metadata": {"name": POOL},
+    # `local` comes from tests/workers/catalog-local.yaml, which the test operator loads (--catalog).
+    "spec": {"nodeSelector": {"llamaop.io/pool": POOL}, "instanceType": "local", "tolerations": TOLERATIONS},
+}
+
+
+@pytest.fixture(scope="module")
+def local_pool(workers_env: dict[str, str], kubectl: Kubectl, operator: Operator) -> Iterator[str]:
+    kubectl.apply(POOL_MANIFEST)
+    yield POOL
+    kubectl.run("delete", "acceleratorpool", POOL, check=False)
+
+
+def training_job(name: str, steps: int, claim: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "llamaop.io/v1alpha1",
+        "kind": "LlamaJob",
+        "metadata": {"name": name},
+        "spec": {
+            "mode": "train",
+            "model": {"preset": "tiny"},
+            "training": {
+                "steps": steps,
+                "sequenceLength": 64,
+                "batchSize": 8,
+                "learningRate": 0.001,
+                "precision": "fp32",
+                "checkpoint": {"uri": f"pvc://{claim}/{name}", "interval": 20},
+            },
+            "resources": {"families": ["cpu"], "nodes": 2, "devicesPerNode": 1},
+            "placement": {"pools": [POOL], "pendingTimeout": "3m", "backoffLimit": 2},
+        },
+    }
+
+
+def status(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    return kubectl.json("get", "llamajob", name, "-n", ns).get("status", {})
+
+
+def pods(kubectl: Kubectl, ns: str, job: str) -> list[dict[str, Any]]:
+    items = kubectl.json("get", "pods", "-n", ns, "-l", f"llamaop.io/job={job}")["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def checkpoints(backing: Path, job: str) -> list[Path]:
+    return sorted(p for p in (backing / job).rglob("*.safetensors"))
+
+
+def test_a_two_pod_training_job_trains_checkpoints_reports_progress_and_succeeds(
+    kubectl: Kubectl, local_pool: str, restricted_namespace: str, workers_env: dict[str, str]
+) -> None:
+    ns = restricted_namespace
+    backing = checkpoint_volume(workers_env, ns, "ckpt")
+    kubectl.apply(training_job("tj", 200, "ckpt"), ns)
+
+    running = wait_for(
+        lambda: (
+            len(p := pods(kubectl, ns, "tj")) == 2
+            and all(x["status"].get("phase") == "Running" for x in p)
+            and p
+        ),
+        timeout=180,
+        what="both worker pods Running on the real node",
+    )
+    assert {p["spec"]["nodeName"] for p in running} == {NODE}
+    st = wait_for(lambda: (s := status(kubectl, ns, "tj")).get("phase") in ("Succeeded", "Failed") and s,
+                  timeout=420, interval=2, what="the job to finish")  # fmt: skip
+    assert st["phase"] == "Succeeded", st
+    assert st["progress"]["step"] == st["progress"]["totalSteps"] == 200
+    assert st["progress"]["tokensPerSecond"] > 0
+    assert 0 < st["progress"]["loss"] < 6.3  # below ln(512), a uniform guess over the byte vocabulary
+    assert checkpoints(backing, "tj"), "checkpoints written to the claim"
+    assert "100" in kubectl.run("get", "lj", "tj", "-n", ns).stdout.splitlines()[1].split()
+    # Both ranks met at rank 0's name under the headless Service (resolved by the cluster DNS).
+    rank1 = next(p for p in running if p["metadata"]["labels"]["llamaop.io/rank"] == "1")
+    assert "--master_addr=tj-a1-0.tj-a1-rdzv" in " ".join(rank1["spec"]["containers"][0]["command"])
+
+
+def test_killing_a_worker_mid_run_retries_and_resumes_from_the_checkpoint(
+    kubectl: Kubectl, local_pool: str, restricted_namespace: str, workers_env: dict[str, str]
+) -> None:
+    ns = restricted_namespace
+    backing = checkpoint_volume(workers_env, ns, "ckpt")
+    kubectl.apply(training_job("kj", 3000, "ckpt"), ns)
+    wait_for(lambda: len(checkpoints(backing, "kj")) > 0, timeout=300, interval=1, what="a first checkpoint")
+    kubectl.run("delete", "pod", "kj-a1-1", "-n", ns, "--grace-period=1", "--wait=false")
+    st = wait_for(
+        lambda: (s := status(kubectl, ns, "kj")).get("attempts") == 2 and s.get("phase") == "Running" and s,
+        timeout=240,
+        interval=2,
+        what="a second attempt running",
+    )
+    assert st["placements"][0]["outcome"] in ("WorkerLost", "WorkerFailed")
+
+    def resumed() -> str | None:
+        out = kubectl.run("logs", "kj-a2-0", "-n", ns, check=False).stdout
+        return next((line for line in out.splitlines() if '"resumed"' in line or "resumed" in line), None)
+
+    line = wait_for(resumed, timeout=180, interval=2, what="the new attempt to resume from the checkpoint")
+    step = int(json.loads(line[line.index("{") :])["step"]) if "{" in line else None
+    assert step is None or step >= 20
+    kubectl.run("delete", "llamajob", "kj", "-n", ns)
+
+
+def test_an_inference_job_becomes_ready_and_answers_completions_through_its_service(
+    kubectl: Kubectl, local_pool: str, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    job = {
+        "apiVersion": "llamaop.io/v1alpha1",
+        "kind": "LlamaJob",
+        "metadata": {"name": "srv"},
+        "spec": {
+            "mode": "inference",
+            "model": {"preset": "tiny"},
+            "inference": {"replicas": 1, "maxBatch": 4, "contextLength": 256, "maxNewTokens": 16},
+            "resources": {"families": ["cpu"]},
+            "placement": {"pools": [POOL]},
+        },
+    }
+    kubectl.apply(job, ns)
+    wait_for(lambda: status(kubectl, ns, "srv").get("phase") == "Running", timeout=240, interval=2,
+             what="a ready replica")  # fmt: skip
+    svc = kubectl.json("get", "service", "srv", "-n", ns)
+    url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}/v1/completions"
+    body = json.dumps({"model": "tiny", "prompt": "Hello", "max_tokens": 8}).encode()
+
+    def complete() -> dict[str, Any] | None:
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=20) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            return None
+
+    answer = wait_for(complete, timeout=60, interval=2, what="a completion through the Service")
+    assert answer["choices"][0]["text"] is not None
+    assert answer["usage"]["completion_tokens"] >= 1
