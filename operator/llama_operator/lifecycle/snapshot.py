@@ -48,7 +48,8 @@ class Options:
     settings: Settings
     catalog: Catalog
     explain_every: timedelta = timedelta(seconds=30)
-    cost_every: timedelta = timedelta(seconds=30)
+    # Each refresh is one PATCH per running job: at a thousand jobs, once a minute is plenty.
+    cost_every: timedelta = timedelta(seconds=60)
     ensure_every: timedelta = timedelta(seconds=30)
 
 
