@@ -5,6 +5,7 @@ really train (torchrun over the headless Service, checkpoints on a volume, progr
 from __future__ import annotations
 
 import json
+import math
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from tests.operator_harness import Operator
 from tests.workers.node import NODE, POOL, TOLERATIONS, checkpoint_volume
 
 pytestmark = pytest.mark.workers
+
+STEPS = 100
 
 POOL_MANIFEST = {
     "apiVersion": "llamaop.io/v1alpha1",
@@ -74,7 +77,7 @@ def test_a_two_pod_training_job_trains_checkpoints_reports_progress_and_succeeds
 ) -> None:
     ns = restricted_namespace
     backing = checkpoint_volume(workers_env, ns, "ckpt")
-    kubectl.apply(training_job("tj", 200, "ckpt"), ns)
+    kubectl.apply(training_job("tj", STEPS, "ckpt"), ns)
 
     running = wait_for(
         lambda: (
@@ -89,9 +92,10 @@ def test_a_two_pod_training_job_trains_checkpoints_reports_progress_and_succeeds
     st = wait_for(lambda: (s := status(kubectl, ns, "tj")).get("phase") in ("Succeeded", "Failed") and s,
                   timeout=420, interval=2, what="the job to finish")  # fmt: skip
     assert st["phase"] == "Succeeded", st
-    assert st["progress"]["step"] == st["progress"]["totalSteps"] == 200
+    assert st["progress"]["step"] == st["progress"]["totalSteps"] == STEPS
     assert st["progress"]["tokensPerSecond"] > 0
-    assert 0 < st["progress"]["loss"] < 6.3  # below ln(512), a uniform guess over the byte vocabulary
+    # Well below ln(512) = 6.24, the loss of a uniform guess over the byte vocabulary it started from.
+    assert 0 < st["progress"]["loss"] < math.log(512) - 0.5
     assert checkpoints(backing, "tj"), "checkpoints written to the claim"
     assert "100" in kubectl.run("get", "lj", "tj", "-n", ns).stdout.splitlines()[1].split()
     # Both ranks met at rank 0's name under the headless Service (resolved by the cluster DNS).
