@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument(
-        "--scale", type=int, default=24, help="node-count multiplier of hack/cluster/pools.yaml (24: 528 nodes)"
+        "--scale", type=int, default=24, help="multiplies hack/cluster/pools.yaml (24: 528 nodes)"
     )
     parser.add_argument("--clients", type=int, default=8, help="parallel kubectl clients creating the jobs")
     parser.add_argument("--keep", action="store_true", help="leave the bench cluster running")
