@@ -77,6 +77,24 @@ workers_ready() {
     [[ $(openssl x509 -in "$workdir/pki/admin.crt" -noout -ext subjectAltName 2>/dev/null) == *"IP Address:10.0.0.1"* ]]
 }
 
+# Right after a (re)start kwok may drop a pod bound to a node it has not listed yet, and nothing makes
+# it look again; a probe pod that reaches Running proves it is past that, so the first real pod is safe.
+kwok_serves_pods() {
+  local k="kubectl --kubeconfig $kubeconfig -n default" probe
+  for i in $(seq 1 12); do
+    probe=llamaop-kwok-probe-$i
+    $k run "$probe" --image=registry.k8s.io/pause:3.10 --restart=Never \
+      --overrides='{"apiVersion":"v1","spec":{"nodeSelector":{"type":"kwok","llamaop.io/pool":"cpu-m7i-od"}}}' >/dev/null
+    if $k wait --for=jsonpath='{.status.phase}'=Running "pod/$probe" --timeout=5s >/dev/null 2>&1; then
+      $k delete pod "$probe" --wait=false >/dev/null
+      return 0
+    fi
+    $k delete pod "$probe" --wait=false >/dev/null
+  done
+  log "kwok did not run a probe pod within a minute"
+  return 1
+}
+
 up() {
   if [[ ${1:-} == --workers ]] && [[ -d $workdir ]] && ! workers_ready; then
     log "cluster '$name' was created without real-node support; recreating it"
@@ -97,6 +115,7 @@ up() {
   fi
   "$py" "$here/nodes.py" --scale "${LLAMAOP_NODE_SCALE:-1}" | kubectl --kubeconfig "$kubeconfig" apply --server-side -f - >/dev/null
   kubectl --kubeconfig "$kubeconfig" wait --for=condition=Ready node -l type=kwok --timeout=120s >/dev/null
+  kwok_serves_pods
   log "cluster '$name' up in $((SECONDS - t0))s; KUBECONFIG=$kubeconfig"
   [[ ${1:-} != --workers ]] || "$root/hack/workers/node.sh" up
 }

@@ -129,7 +129,13 @@ def installed_release(helm: Helm, kubectl: Kubectl, *set_args: str) -> Iterator[
     release = Release(helm, kubectl, f"lo-{tag}", namespace, f"{tag}-")
     sets = [arg for value in (f"poolNamePrefix={release.pool_prefix}", *set_args) for arg in ("--set", value)]
     try:
-        proc = helm.run("install", release.name, str(CHART), "-n", namespace, *sets, *WAIT)
+        proc = helm.run("install", release.name, str(CHART), "-n", namespace, *sets, *WAIT, check=False)
+        if proc.returncode != 0:  # say what the cluster saw, not only helm's deadline
+            pods = kubectl.run("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+            events = kubectl.run("get", "events", "-n", namespace, check=False).stdout
+            raise AssertionError(
+                f"helm install failed: {proc.stderr.strip()}\npods:\n{pods}\nevents:\n{events}"
+            )
         release.install_output = proc.stdout
         # --wait returned: the Deployment is available, so its pod was admitted and is Running.
         selector = f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component=operator"
