@@ -64,3 +64,30 @@ class Kubectl:
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         ns = ["-n", namespace] if namespace else []
         self.run("apply", *ns, "-f", "-", stdin=text)
+
+
+NOT_READY_LABEL = "kwok.llamaop.io/not-ready"  # read by hack/cluster/stages.yaml
+
+
+def node_ready(kubectl: Kubectl, node: str) -> str:
+    conds = kubectl.json("get", "node", node)["status"].get("conditions", [])
+    return next((c["status"] for c in conds if c["type"] == "Ready"), "")
+
+
+def set_node_ready(kubectl: Kubectl, node: str, ready: bool, timeout: float = 60) -> None:
+    """Make a kwok node NotReady (or Ready again) and wait until its status says so.
+
+    kwok can sit on a node's label change while a delayed heartbeat stage is pending; each poll
+    touches an annotation, a fresh event that makes it look at the node again.
+    """
+    change = f"{NOT_READY_LABEL}-" if ready else f"{NOT_READY_LABEL}=true"
+    kubectl.run("label", "node", node, change, "--overwrite")
+    polls = iter(range(1_000_000))
+
+    def reached() -> bool:
+        if node_ready(kubectl, node) == ("True" if ready else "False"):
+            return True
+        kubectl.run("annotate", "node", node, f"kwok.llamaop.io/poke={next(polls)}", "--overwrite")
+        return False
+
+    wait_for(reached, timeout=timeout, interval=1, what=f"{node} {'Ready' if ready else 'NotReady'}")

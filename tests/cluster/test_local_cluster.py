@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube import ROOT, Kubectl, wait_for
+from tests.kube import ROOT, Kubectl, node_ready, set_node_ready, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -130,13 +130,8 @@ def test_a_failing_pod_reports_its_exit_code(kubectl: Kubectl, namespace: str) -
 
 def test_a_node_goes_not_ready_and_recovers(kubectl: Kubectl) -> None:
     node = "cpu-m7i-od-3"
-
-    def ready_status() -> str:
-        return (condition(kubectl.json("get", "node", node), "Ready") or {}).get("status", "")
-
-    kubectl.run("label", "node", node, "kwok.llamaop.io/not-ready=true", "--overwrite")
     try:
-        wait_for(lambda: ready_status() == "False", what=f"{node} NotReady")
+        set_node_ready(kubectl, node, False)
         # The real node lifecycle controller reacts to the status by tainting the node.
         wait_for(
             lambda: any(
@@ -146,8 +141,8 @@ def test_a_node_goes_not_ready_and_recovers(kubectl: Kubectl) -> None:
             what="node-lifecycle controller's not-ready taint",
         )
     finally:
-        kubectl.run("label", "node", node, "kwok.llamaop.io/not-ready-")
-    wait_for(lambda: ready_status() == "True", what=f"{node} Ready again")
+        set_node_ready(kubectl, node, True)
+    assert node_ready(kubectl, node) == "True"
 
 
 def _pinned_versions() -> dict[str, str]:

@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.kube import ROOT, Kubectl, wait_for
+from tests.kube import ROOT, Kubectl, set_node_ready, wait_for
 from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
 
 EXIT_CODE = "kwok.llamaop.io/exit-code"
-NOT_READY = "kwok.llamaop.io/not-ready"
 DEVICE_RESOURCES = ("aws.amazon.com/neuron", "nvidia.com/gpu")
 
 
@@ -151,7 +150,7 @@ def test_a_not_ready_node_moves_its_job_to_another_pool(
     st = wait_phase(kubectl, jobs_namespace, "move", "Running")
     node, first = st["nodeNames"][0], st["pool"]
     started = time.monotonic()
-    kubectl.run("label", "node", node, f"{NOT_READY}=true", "--overwrite")
+    set_node_ready(kubectl, node, False)
     try:
         moved = wait_for(
             lambda: (
@@ -163,7 +162,7 @@ def test_a_not_ready_node_moves_its_job_to_another_pool(
             what="the job to be placed again",
         )
     finally:
-        kubectl.run("label", "node", node, f"{NOT_READY}-")
+        set_node_ready(kubectl, node, True)
     assert moved["pool"] != first
     assert time.monotonic() - started < 35
     assert moved["placements"][0]["outcome"] == "NodeNotReady"
