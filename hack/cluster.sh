@@ -104,8 +104,10 @@ up() {
   "$here/build.sh" >/dev/null
   local t0=$SECONDS cfg
   if [[ -d $workdir ]]; then
-    log "restarting cluster '$name'"
-    kwokctl start cluster --name "$name" >/dev/null 2>&1 || kwokctl delete cluster --name "$name" >/dev/null 2>&1 || true
+    # A cluster left stopped (a new CI run, a reboot) is made anew: restarting it half-works at times
+    # (kwok then ignores pods), and tests and the demo create everything they need anyway.
+    log "recreating stopped cluster '$name'"
+    kwokctl delete cluster --name "$name" >/dev/null 2>&1 || true
   fi
   if ! healthy; then
     cfg=$(write_config)
