@@ -66,6 +66,22 @@ componentsPatches:
   extraArgs:
   - {key: manage-all-nodes, value: "false"}
   - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
+---
+# Each fake node stands for a kubelet of its own, and hundreds of kubelets start pods side by side: kwok's
+# default of 4 parallel stage players would make pod starts, not the operator, the bottleneck of a burst.
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options:  # kwokctl does not default a document given to it, so kwok's defaults are spelled out here
+  cidr: 10.0.0.0/24
+  podPlayStageParallelism: 32
+  nodePlayStageParallelism: 8
+  nodeLeaseParallelism: 8
+  podsOnNodeSyncParallelism: 1
+  enablePodsOnNodeSyncListPager: true
+  enablePodsOnNodeSyncStreamWatch: false
+  enableDebuggingHandlers: true
+  enableProfilingHandler: true
+  enableContentionProfiling: false
 YAML
   echo "$cfg"
 }

@@ -70,7 +70,11 @@ def proc_usage(pid: int) -> tuple[float, float]:
 
 
 def metric(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + "{", name + " "))
+    )
 
 
 def main() -> None:
@@ -128,23 +132,51 @@ def main() -> None:
                 counts[phase] = counts.get(phase, 0) + 1
             return counts
 
+        def pods() -> str:
+            """Worker pods by stage: created, bound to a node, running."""
+            out = kubectl.run(
+                "get",
+                "pods",
+                "-n",
+                "bench",
+                "--no-headers",
+                "-o",
+                "custom-columns=N:.spec.nodeName,P:.status.phase",
+            ).stdout.splitlines()
+            bound = sum(1 for line in out if not line.startswith("<none>"))
+            running = sum(1 for line in out if line.split()[-1] == "Running")
+            return f"pods {len(out)} created, {bound} bound, {running} running"
+
         seen: dict[str, int] = {}
+        shown = [0.0]
 
         def settled() -> bool:
             """Every job Running, or decided otherwise (Queued for capacity, Failed), none in between."""
             nonlocal seen
             seen = phases()
+            if time.perf_counter() - shown[0] >= 10:  # a timeline: which stage the burst waits on
+                shown[0] = time.perf_counter()
+                print(f"  t={shown[0] - t0:5.1f}s jobs {seen}; {pods()}", flush=True)
             return sum(seen.get(p, 0) for p in ("Running", "Queued", "Failed")) == args.jobs
 
         placed = (
             wait_for(settled, timeout=900, interval=1.0, what="all jobs settled") and time.perf_counter() - t0
         )
         rss, cpu = proc_usage(op.proc.pid)  # type: ignore[union-attr]
-        requests = metric(op.metrics(), "llamaop_api_requests_total")
+        text = op.metrics()
+        requests = metric(text, "llamaop_api_requests_total")
+        passes, pass_seconds = (
+            metric(text, "llamaop_plan_duration_seconds_count"),
+            metric(text, "llamaop_plan_duration_seconds_sum"),
+        )
         print(f"jobs: {args.jobs} applied in {applied:.1f}s to {nodes} nodes in {pools} pools; phases {seen}")
         print(f"all settled after {placed:.1f}s: {seen.get('Running', 0)} Running (target: all within 60s)")
         print(f"operator peak RSS {rss:.0f} MB (target: 250 MB), CPU {cpu:.1f}s")
         print(f"API requests by the operator: {requests:.0f} = {requests / args.jobs:.2f} per job")
+        print(
+            f"reconcile passes: {passes:.0f}, {pass_seconds:.1f}s in all, "
+            f"{1000 * pass_seconds / max(passes, 1):.0f} ms mean"
+        )
     finally:
         op.stop()
         if not args.keep:

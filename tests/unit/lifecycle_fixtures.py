@@ -17,7 +17,7 @@ from llama_operator.lifecycle.actions import (
     PatchStatus,
 )
 from llama_operator.lifecycle.reconcile import Settings
-from llama_operator.lifecycle.snapshot import Options, Snapshot, reconcile_all
+from llama_operator.lifecycle.snapshot import Options, Snapshot, mark_seen, reconcile_all
 from llama_operator.lifecycle.views import JobView, NodeView, PodView, job_view, node_view, pod_view
 from llama_operator.planning import plan
 
@@ -96,6 +96,7 @@ class World:
         self.jobs: dict[str, JobView] = {}
         self.pods: dict[str, dict[str, Any]] = {}
         self.created_at: dict[tuple[str, int], datetime] = {}
+        self.seen_at: dict[tuple[str, int], datetime] = {}
         self.cost_at: dict[str, datetime] = {}
         self.deleted: list[str] = []
         self.cooled: list[str] = []
@@ -103,21 +104,24 @@ class World:
     def add(self, view: JobView) -> None:
         self.jobs[view.key] = view
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, busy: frozenset[str] = frozenset()) -> Snapshot:
         pods: dict[str, list[PodView]] = {}
         for body in self.pods.values():
             view = pod_view(body)
             if view.key:
                 pods.setdefault(view.key, []).append(view)
+        mark_seen(self.jobs, pods, self.seen_at, self.now)
         return Snapshot(
             now=self.now, jobs=self.jobs, pods=pods, nodes=self.nodes, foreign={}, pools=self.pools,
-            created_at=self.created_at, cost_at=self.cost_at,
+            created_at=self.created_at, seen_at=self.seen_at, cost_at=self.cost_at, busy=busy,
         )  # fmt: skip
 
-    def step(self, advance: timedelta = timedelta(seconds=5)) -> list[JobActions]:
+    def step(
+        self, advance: timedelta = timedelta(seconds=5), busy: frozenset[str] = frozenset()
+    ) -> list[JobActions]:
         self.now += advance
         results = reconcile_all(
-            self.snapshot(), OPTIONS, lambda j, i, n: plan(j, i, now=n, catalog=OPTIONS.catalog)
+            self.snapshot(busy), OPTIONS, lambda j, i, n: plan(j, i, now=n, catalog=OPTIONS.catalog)
         )
         for result in results:
             for action in result.actions:

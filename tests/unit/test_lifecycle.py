@@ -157,6 +157,23 @@ def test_pods_pending_past_the_timeout_move_the_job() -> None:
     assert world.cooled == ["trn1"]
 
 
+def test_a_busy_job_keeps_its_devices_and_gets_no_actions_until_done() -> None:
+    """While the controller still carries out a job's earlier actions, a pass must neither act on it nor
+    hand its devices to another job, even when the job's own state would release them."""
+    world = cluster(trn1_nodes=1)
+    world.add(neuron_job("a"))
+    world.step()
+    world.add(neuron_job("c"))
+    world.step()
+    assert (status(world, "a")["phase"], status(world, "c")["phase"]) == ("Placed", "Queued")
+    results = world.step(timedelta(seconds=130), busy=frozenset({"ml/a"}))  # a's pods are past pendingTimeout
+    assert not [r for r in results if r.key == "ml/a"]
+    assert (status(world, "a")["phase"], status(world, "c")["phase"]) == ("Placed", "Queued")
+    # Done, it is handled as usual: it fails over and frees the node.
+    world.step()
+    assert status(world, "a")["reason"] == "PendingTimeout"
+
+
 def test_suspend_removes_the_workers_and_resume_queues_again() -> None:
     world = cluster()
     world.add(neuron_job())
@@ -252,6 +269,35 @@ def test_workers_lost_after_creation_are_retried_without_cooling_the_pool() -> N
     world.step()
     assert status(world)["phase"] == "Placed"
     assert status(world)["pool"] == "trn1"
+
+
+def test_workers_not_seen_yet_are_not_lost_and_time_out_if_they_never_appear() -> None:
+    """A lagging pod watch must not make just-created workers look lost; pods that never show up at all
+    end the attempt at pendingTimeout."""
+    world = cluster()
+    world.add(neuron_job())
+    world.step()
+    world.pods.clear()  # created, but not (yet) in the watch
+    world.step(timedelta(seconds=60))
+    assert status(world)["phase"] == "Placed"
+    world.step(timedelta(seconds=70))
+    st = status(world)
+    assert (st["phase"], st["reason"]) == ("Queued", "PendingTimeout")
+    assert "never appeared" in st["message"]
+
+
+def test_devices_of_workers_still_going_away_are_not_placed_on() -> None:
+    world = cluster(trn1_nodes=1)
+    world.add(neuron_job("old"))
+    world.step()
+    world.set_pods("old", "Running")
+    del world.jobs["ml/old"]  # deleted; the garbage collector has not removed its pod yet
+    world.add(neuron_job("new"))
+    world.step()
+    assert (status(world, "new")["phase"], status(world, "new")["reason"]) == ("Queued", "NoCapacity")
+    world.pods.clear()
+    world.step(timedelta(seconds=30))
+    assert status(world, "new")["phase"] == "Placed"
 
 
 def test_a_restarted_operator_re_creates_workers_missing_for_a_placed_job() -> None:

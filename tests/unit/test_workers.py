@@ -281,6 +281,18 @@ def test_inference_replicas_serve_behind_a_job_service_with_health_probes() -> N
         assert contract.STEPS not in env and contract.METRICS_PORT not in env
 
 
+def test_single_pod_training_gets_no_rendezvous_service() -> None:
+    """One pod rendezvouses on 127.0.0.1: a headless Service (and its EndpointSlices) would be waste."""
+    objects = render_worker_objects(plan(node_names=("node-a",)))
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "Role", "RoleBinding", "Pod"]
+    (pod,) = pods(objects)
+    assert "subdomain" not in pod["spec"]
+    assert "--master_addr=127.0.0.1" in container(pod)["command"]
+    two = render_worker_objects(plan(node_names=("node-a", "node-b")))
+    assert [o["kind"] for o in two].count("Service") == 1
+    assert all(p["spec"]["subdomain"] == "pretrain-a0-rdzv" for p in pods(two))
+
+
 def test_cpu_training_requests_cpu_and_memory_and_no_accelerator() -> None:
     p = plan(cpu_request="2", memory_request="4Gi", cpu_limit="4")
     (pod,) = pods(render_worker_objects(p))

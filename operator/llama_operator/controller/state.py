@@ -3,6 +3,11 @@
 Level-triggered: every pass looks at every job, so a missed or reordered watch event cannot leave a
 job stuck. Watch events only make the next pass come sooner. The loop remembers what it wrote until
 the watch shows it back (read-your-writes), so a lagging index never makes it decide twice.
+
+Pipelined: a pass only decides; each job's actions run in a task of their own, and a job whose task is
+still running sits out later passes. So a burst of placements never holds back the Running of jobs
+placed earlier. A status is remembered as written from the moment its task is started, so the devices
+it promises count in the next pass even while the write is in flight.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,11 +40,12 @@ from llama_operator.lifecycle.snapshot import (
     Planner,
     Snapshot,
     build_inventory,
+    mark_seen,
     pool_statuses,
     reconcile_all,
 )
 from llama_operator.lifecycle.status import ACTIVE_PHASES, dump
-from llama_operator.lifecycle.views import JobView, PodView
+from llama_operator.lifecycle.views import JobView, NodeView, PodView
 
 log = structlog.get_logger("llamaop")
 
@@ -68,16 +74,26 @@ class Loop:
         self.planner: Planner | None = None
         self.interval = 2.0
         self.debounce = 0.3
-        self.concurrency = 48
+        self.concurrency = 96
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.written: dict[str, dict[str, Any]] = {}
         self.created_at: dict[tuple[str, int], datetime] = {}
+        self.seen_at: dict[tuple[str, int], datetime] = {}
+        self._parsed: dict[str, tuple[dict[str, Any], LlamaJobStatus]] = {}
         self.deleted_at: dict[tuple[str, str], datetime] = {}
         self.explained_at: dict[str, datetime] = {}
         self.cost_at: dict[str, datetime] = {}
         self.queued_since: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._node_views: dict[str, NodeView] = {}
+        self._pass_seconds = 0.0
+        self.inflight: set[str] = set()
+        """Jobs whose actions are being carried out; they sit out passes until done."""
+        self._slots: asyncio.Semaphore | None = None
+        self._quick: asyncio.Semaphore | None = None
+        """Slots for plans that only write a status or an event (a job turning Running), so they never
+        queue behind a burst of plans that create or delete workers."""
         self.pool_written: dict[str, dict[str, Any]] = {}
         self.pools_at = 0.0
         self.pool_every = 10.0
@@ -89,6 +105,8 @@ class Loop:
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._quick = asyncio.Semaphore(self.concurrency // 2)
         self._task = asyncio.create_task(self._run(), name="llamaop-reconcile")
 
     async def stop(self) -> None:
@@ -96,10 +114,19 @@ class Loop:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.kube is not None:
+            await self.kube.close()
 
     def wake(self) -> None:
         if self._wake is not None:
             self._wake.set()
+
+    def node_changed(self, view: NodeView) -> bool:
+        """Whether a node event changes what the loop sees of the node (most are heartbeats)."""
+        if self._node_views.get(view.name) == view:
+            return False
+        self._node_views[view.name] = view
+        return True
 
     def attach(self, indexes: Indexes) -> None:
         if self.indexes is None:
@@ -115,9 +142,12 @@ class Loop:
             self._wake.clear()
             if self.indexes is None:
                 continue
-            await asyncio.sleep(self.debounce)  # let a burst of watch events land in one pass
+            # Let a burst of watch events land in one pass, and keep passes to half the loop's time.
+            await asyncio.sleep(max(self.debounce, self._pass_seconds))
             try:
+                t0 = time.perf_counter()
                 await self.pass_once()
+                self._pass_seconds = time.perf_counter() - t0
             except Exception:  # a bad pass must not stop the operator; the next one retries
                 log.exception("reconcile pass failed")
                 await asyncio.sleep(1)
@@ -131,19 +161,18 @@ class Loop:
         for key in list(self.written):
             if key not in jobs:
                 del self.written[key]
+        for key in [k for k, (w, _) in self._parsed.items() if self.written.get(k) is not w]:
+            del self._parsed[key]
         pods: dict[str, list[PodView]] = _values(self.indexes.workers)
         nodes = {k: v[0] for k, v in _values(self.indexes.nodes).items()}
         pools = {k: v[0] for k, v in _values(self.indexes.pools).items()}
         foreign = _values(self.indexes.foreign)
-        for key, job in jobs.items():
-            # Attempts whose pods were all seen are tracked from now on, also after an operator restart.
-            attempt = job.status.attempts or 0
-            current = [p for p in pods.get(key, ()) if p.attempt == attempt]
-            if job.status.phase in ACTIVE_PHASES and current and len(current) >= len(job.status.node_names):
-                self.created_at.setdefault((key, attempt), now)
+        mark_seen(jobs, pods, self.seen_at, now)
         return Snapshot(
             now=now, jobs=jobs, pods=pods, nodes=nodes, foreign=foreign, pools=pools,
-            created_at=self.created_at, explained_at=self.explained_at, cost_at=self.cost_at,
+            created_at=self.created_at, seen_at=self.seen_at, explained_at=self.explained_at,
+            cost_at=self.cost_at,
+            busy=frozenset(self.inflight),
         )  # fmt: skip
 
     def _read_your_writes(self, key: str, view: JobView) -> JobView:
@@ -153,7 +182,11 @@ class Loop:
         if dump(view.status) == written:
             del self.written[key]
             return view
-        return replace(view, status=LlamaJobStatus.model_validate(written))
+        cached = self._parsed.get(key)
+        if cached is None or cached[0] is not written:  # parse each write once, not on every pass
+            cached = (written, LlamaJobStatus.model_validate(written))
+            self._parsed[key] = cached
+        return replace(view, status=cached[1])
 
     async def pass_once(self) -> None:
         assert self.options and self.planner and self.kube
@@ -168,13 +201,9 @@ class Loop:
         plans = reconcile_all(snap, self.options, self.planner)
         metrics.PLAN_DURATION.observe(time.perf_counter() - t0)
         self.passes += 1
-        sem = asyncio.Semaphore(self.concurrency)
-
-        async def run(plan: JobActions) -> None:
-            async with sem:
-                await self._execute(plan, now)
-
-        await asyncio.gather(*(run(p) for p in plans))
+        for plan in plans:
+            if plan.actions and plan.key not in self.inflight:  # busy jobs have no plan; one task per job
+                self._start(plan, now)
         if time.monotonic() - self.pools_at >= self.pool_every:
             self.pools_at = time.monotonic()
             await self._refresh_pools(snap)
@@ -203,20 +232,51 @@ class Loop:
         for (namespace, pool), cost in costs.items():
             metrics.ACCRUED_COST.labels(namespace, pool).set(cost)
 
-    async def _execute(self, plan: JobActions, now: datetime) -> None:
+    def _start(self, plan: JobActions, now: datetime) -> None:
+        """Carry out one job's actions in the background. The status they end in counts as written from
+        now on: the next pass must see the devices this job is promised, or it would give them away."""
+        final = next((a for a in reversed(plan.actions) if isinstance(a, PatchStatus)), None)
+        promised = dict(final.status) if final is not None else None
+        if promised is not None:
+            self.written[plan.key] = promised
+        self.inflight.add(plan.key)
+        task = asyncio.create_task(self._carry_out(plan, now, promised))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _carry_out(self, plan: JobActions, now: datetime, promised: dict[str, Any] | None) -> None:
+        assert self._slots is not None and self._quick is not None
+        done: list[Mapping[str, Any]] = []  # statuses the API server took, in order
+        heavy = any(isinstance(a, (CreateWorkers, DeleteWorkers)) for a in plan.actions)
+        try:
+            async with self._slots if heavy else self._quick:
+                gone = not await self._execute(plan, now, done)
+            if gone and self.written.get(plan.key) is promised:
+                self.written.pop(plan.key, None)
+        except Exception:  # the next pass retries from the last status that was really written
+            if self.written.get(plan.key) is promised:
+                if done:
+                    self.written[plan.key] = dict(done[-1])
+                else:
+                    self.written.pop(plan.key, None)
+            log.exception("actions failed", job=plan.key)
+        finally:
+            self.inflight.discard(plan.key)
+            self.wake()
+
+    async def _execute(self, plan: JobActions, now: datetime, done: list[Mapping[str, Any]]) -> bool:
+        """False when the job is gone (its children go with it, by owner references)."""
         assert self.kube is not None
         jlog = log.bind(job=plan.key)
         for action in plan.actions:
             if isinstance(action, PatchStatus):
                 if not await self.kube.patch_job_status(action.namespace, action.name, action.status):
-                    return  # the job is gone; its children go with it (owner references)
-                self.written[plan.key] = dict(action.status)
+                    return False
+                done.append(action.status)
                 self._after_status(plan.key, action.status, now)
             elif isinstance(action, CreateWorkers):
                 self.created_at[(plan.key, action.attempt)] = now
-                created = 0
-                for manifest in action.manifests:
-                    created += await self.kube.create(manifest)
+                created = await self._create(action.manifests)
                 jlog.info(
                     "workers created", attempt=action.attempt, objects=len(action.manifests), new=created
                 )
@@ -238,6 +298,19 @@ class Loop:
                 metrics.FAILOVERS.labels(action.pool, action.reason).inc()
                 await self.kube.patch_pool_status(action.pool, {"cooldownUntil": _iso(action.until)})
                 jlog.warning("failover", pool=action.pool, reason=action.reason)
+        return True
+
+    async def _create(self, manifests: Sequence[Mapping[str, Any]]) -> int:
+        """Create an attempt's objects in two concurrent waves: pods need their ServiceAccount to exist
+        (admission checks it); the other objects depend on nothing the operator creates."""
+        assert self.kube is not None
+        created = 0
+        for wave in (
+            [m for m in manifests if m["kind"] != "Pod"],
+            [m for m in manifests if m["kind"] == "Pod"],
+        ):
+            created += sum(await asyncio.gather(*(self.kube.create(m) for m in wave)))
+        return created
 
     async def _learn(self, action: RecordThroughput) -> None:
         """Fold a measured tokens/s per device into the pool's observedThroughput (moving average)."""

@@ -60,8 +60,8 @@ class JobContext:
     pods: Sequence[PodView]
     nodes: Mapping[str, NodeView]
     now: datetime
-    created_at: datetime | None = None
-    """When this process created the current attempt's workers (None: not by this process)."""
+    seen_at: datetime | None = None
+    """When every worker of the current attempt was first seen (None: not yet, by this process)."""
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,8 @@ def find_failure(ctx: JobContext, current: Sequence[PodView], expected: int) -> 
     for pod in current:
         if pod.disruption:
             return Failure("Evicted", f"pod {pod.name}: {pod.disruption}", failover=True)
-    if (
-        ctx.created_at is not None
-        and len(current) < expected
-        and ctx.now - ctx.created_at > timedelta(seconds=20)
-    ):
+    if ctx.seen_at is not None and len(current) < expected:
+        # Only pods once seen can be lost: a lagging watch must not make new pods look gone.
         # A deleted pod says nothing about its pool (people and controllers delete pods): retry, no cooldown.
         return Failure("WorkerLost", f"{expected - len(current)} worker pod(s) disappeared", failover=False)
     for pod in current:
@@ -118,13 +115,18 @@ def find_failure(ctx: JobContext, current: Sequence[PodView], expected: int) -> 
             return Failure("WorkerFailed", f"pod {pod.name} exited {pod.exit_code} ({why})", failover=False)
     placed_at = status.placements[-1].time if status.placements else None
     pending = [p for p in current if p.phase == "Pending" and not p.deleting]
+    missing = expected - len(current) if ctx.seen_at is None else 0
     assert job.spec is not None
     timeout = duration_seconds(job.spec.placement.pending_timeout)
-    if pending and placed_at is not None and (ctx.now - placed_at).total_seconds() > timeout:
-        why = "unschedulable" if any(p.unschedulable for p in pending) else "not started"
+    if (pending or missing) and placed_at is not None and (ctx.now - placed_at).total_seconds() > timeout:
+        if missing:
+            why, count = "never appeared", missing
+        else:
+            why = "unschedulable" if any(p.unschedulable for p in pending) else "not started"
+            count = len(pending)
         return Failure(
             "PendingTimeout",
-            f"{len(pending)} worker pod(s) {why} for over {job.spec.placement.pending_timeout}",
+            f"{count} worker pod(s) {why} for over {job.spec.placement.pending_timeout}",
             failover=True,
         )
     return None

@@ -37,10 +37,15 @@ class Snapshot:
     pools: Mapping[str, AcceleratorPool]
     created_at: Mapping[tuple[str, int], datetime] = field(default_factory=dict)
     """(job key, attempt) -> when this process created that attempt's workers."""
+    seen_at: Mapping[tuple[str, int], datetime] = field(default_factory=dict)
+    """(job key, attempt) -> when all that attempt's workers were first seen (see `mark_seen`)."""
     explained_at: Mapping[str, datetime] = field(default_factory=dict)
     """job key -> when its Queued reason was last written (to rate-limit queue explanations)."""
     cost_at: Mapping[str, datetime] = field(default_factory=dict)
     """job key -> when its accrued cost was last written."""
+    busy: frozenset[str] = frozenset()
+    """Jobs whose earlier actions are still being carried out: they keep what their status promises
+    (its devices count) and get no new actions until done."""
 
 
 @dataclass(frozen=True)
@@ -57,20 +62,56 @@ def _matches(node: NodeView, selector: Mapping[str, str]) -> bool:
     return all(node.labels.get(k) == v for k, v in selector.items())
 
 
+def mark_seen(
+    jobs: Mapping[str, JobView],
+    pods: Mapping[str, Sequence[PodView]],
+    seen_at: dict[tuple[str, int], datetime],
+    now: datetime,
+) -> None:
+    """Record when each active attempt's workers were all seen; from then on a missing one is lost.
+    Also after an operator restart: seeing them again is enough."""
+    for key, job in jobs.items():
+        attempt = job.status.attempts or 0
+        if job.status.phase not in ACTIVE_PHASES or (key, attempt) in seen_at:
+            continue
+        current = [p for p in pods.get(key, ()) if p.attempt == attempt]
+        if current and len(current) >= len(job.status.node_names):
+            seen_at[(key, attempt)] = now
+
+
+def stale_usage(snap: Snapshot, resource: str) -> dict[str, float]:
+    """Devices per node still held by worker pods that no active attempt claims (a failed-over or
+    retried attempt whose pods are still going away). Placing on them now would leave pods Pending."""
+    held: dict[str, float] = defaultdict(float)
+    for key, views in snap.pods.items():
+        job = snap.jobs.get(key)
+        current = job.status.attempts if job is not None and job.status.phase in ACTIVE_PHASES else None
+        for pod in views:
+            if pod.node_name and pod.attempt != current and pod.phase not in ("Succeeded", "Failed"):
+                held[pod.node_name] += pod.requests.get(resource, 0)
+    return held
+
+
 def build_inventory(snap: Snapshot, catalog: Catalog, active: Sequence[JobView]) -> Inventory:
     """Pools with their nodes' free devices; devices of placed jobs count as promised (no double booking)."""
     states = []
+    stale: dict[str, dict[str, float]] = {}
     for name, pool in sorted(snap.pools.items()):
         try:
             kind = resolve_pool(pool.spec, catalog)
         except PoolError:
             continue  # the planner reports unusable pools itself; nothing can be placed there
+        res = kind.resource_name
+        if res and res not in stale:
+            stale[res] = stale_usage(snap, res)
         nodes = []
         for node in sorted(snap.nodes.values(), key=lambda n: n.name):
             if not _matches(node, pool.spec.node_selector):
                 continue
-            res = kind.resource_name
-            used = sum(p.requests.get(res, 0) for p in snap.foreign.get(node.name, ())) if res else 0
+            used = 0.0
+            if res:
+                used = sum(p.requests.get(res, 0) for p in snap.foreign.get(node.name, ()))
+                used += stale[res].get(node.name, 0)
             nodes.append(
                 NodeState(
                     name=node.name,
@@ -197,8 +238,12 @@ def reconcile_all(snap: Snapshot, opts: Options, planner: Planner) -> list[JobAc
     active: list[JobView] = []
     for key in sorted(snap.jobs):
         job = snap.jobs[key]
-        created = snap.created_at.get((key, job.status.attempts or 0))
-        ctx = JobContext(job, snap.pods.get(key, ()), snap.nodes, snap.now, created)
+        if key in snap.busy:
+            if job.status.phase in ACTIVE_PHASES:
+                active.append(job)
+            continue
+        seen = snap.seen_at.get((key, job.status.attempts or 0))
+        ctx = JobContext(job, snap.pods.get(key, ()), snap.nodes, snap.now, seen)
         actions, need = reconcile_job(ctx, opts.settings)
         latest = next((a for a in reversed(actions.actions) if isinstance(a, PatchStatus)), None)
         phase = Phase(latest.status["phase"]) if latest and "phase" in latest.status else job.status.phase

@@ -336,7 +336,8 @@ def render_pod(plan: WorkerPlan, rank: int) -> Manifest:
         # The operator decides retries and failover: a failed rank fails the attempt.
         spec["restartPolicy"] = "Never"
         spec["hostname"] = name
-        spec["subdomain"] = rendezvous_service_name(plan.job_name, plan.attempt)
+        if needs_rendezvous_service(plan):
+            spec["subdomain"] = rendezvous_service_name(plan.job_name, plan.attempt)
     else:
         container["command"] = serve_command(plan)
         container["ports"] = [{"name": "http", "containerPort": plan.inference.port, "protocol": "TCP"}]
@@ -382,13 +383,22 @@ def render_pods(plan: WorkerPlan) -> list[Manifest]:
     return [render_pod(plan, rank) for rank in range(plan.replicas)]
 
 
+def needs_rendezvous_service(plan: WorkerPlan) -> bool:
+    """Only ranks on several pods need DNS names for each other; one pod rendezvouses on 127.0.0.1."""
+    return plan.mode == "train" and plan.replicas > 1
+
+
 def render_worker_objects(plan: WorkerPlan) -> list[Manifest]:
     """Everything one attempt needs, in creation order: identity, access, Service, pods."""
-    service = render_rendezvous_service(plan) if plan.mode == "train" else render_inference_service(plan)
+    services = []
+    if plan.mode == "inference":
+        services.append(render_inference_service(plan))
+    elif needs_rendezvous_service(plan):
+        services.append(render_rendezvous_service(plan))
     return [
         render_service_account(plan),
         render_role(plan),
         render_role_binding(plan),
-        service,
+        *services,
         *render_pods(plan),
     ]
