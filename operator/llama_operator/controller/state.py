@@ -301,13 +301,15 @@ class Loop:
         return True
 
     async def _create(self, manifests: Sequence[Mapping[str, Any]]) -> int:
-        """Create an attempt's objects in two concurrent waves: pods need their ServiceAccount to exist
-        (admission checks it); the other objects depend on nothing the operator creates."""
+        """Create an attempt's objects in two concurrent waves, in dependency order: a RoleBinding needs its
+        Role (the API server resolves it to check for privilege escalation) and pods need their
+        ServiceAccount (admission checks it); the rest depends on nothing the operator creates."""
         assert self.kube is not None
+        later = ("RoleBinding", "Pod")
         created = 0
         for wave in (
-            [m for m in manifests if m["kind"] != "Pod"],
-            [m for m in manifests if m["kind"] == "Pod"],
+            [m for m in manifests if m["kind"] not in later],
+            [m for m in manifests if m["kind"] in later],
         ):
             created += sum(await asyncio.gather(*(self.kube.create(m) for m in wave)))
         return created
