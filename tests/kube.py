@@ -16,6 +16,11 @@ CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 T = TypeVar("T")
 
 
+def llamajob_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A LlamaJob manifest without a namespace (the caller's kubectl gives it one)."""
+    return {"apiVersion": "llamaop.io/v1alpha1", "kind": "LlamaJob", "metadata": {"name": name}, "spec": spec}
+
+
 def local_cluster_env() -> dict[str, str]:
     """PATH with the cluster binaries and KUBECONFIG of the local cluster, as cluster.sh reports."""
     line = subprocess.run([str(CLUSTER_SH), "env"], check=True, capture_output=True, text=True).stdout

@@ -17,11 +17,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.kube import Kubectl, wait_for  # noqa: E402
+from tests.kube import Kubectl, llamajob_manifest, wait_for  # noqa: E402
 from tests.operator_harness import Operator, install_api  # noqa: E402
 
 CLUSTER = "llamaop-bench"
@@ -38,20 +39,18 @@ SHAPES = [
 ]
 
 
-def job(i: int) -> dict[str, object]:
+def job(i: int) -> dict[str, Any]:
     shape = SHAPES[i % len(SHAPES)]
-    return {
-        "apiVersion": "llamaop.io/v1alpha1",
-        "kind": "LlamaJob",
-        "metadata": {"name": f"bench-{i:04d}"},
-        "spec": {
+    return llamajob_manifest(
+        f"bench-{i:04d}",
+        {
             "mode": "train",
             "model": {"preset": "tiny" if i % 3 else "llama3-1b"},
             "training": {"steps": 1000, "sequenceLength": 1024, "batchSize": 64},
             "resources": shape,
             "priority": i % 5,
         },
-    }
+    )
 
 
 def cluster(*args: str, scale: int = 1) -> str:

@@ -15,7 +15,7 @@ import yaml
 
 from llama_operator.workers import job_selector, selector_string
 from tests.cluster.conftest import RESTRICTED, OperatorProcess, Release, wait_gone
-from tests.kube import ROOT, Kubectl, wait_for
+from tests.kube import ROOT, Kubectl, llamajob_manifest, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -115,18 +115,16 @@ def test_chart_identity_has_only_the_operators_verbs(chart_release: Release, kub
 
 
 def tiny_job(name: str, pool: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "llamaop.io/v1alpha1",
-        "kind": "LlamaJob",
-        "metadata": {"name": name},
-        "spec": {
+    return llamajob_manifest(
+        name,
+        {
             "mode": "train",
             "model": {"preset": "tiny"},
             "training": {"steps": 20, "sequenceLength": 64, "batchSize": 2},
             "resources": {"families": ["cpu"], "nodes": 1},
             "placement": {"pools": [pool]},
         },
-    }
+    )
 
 
 def test_operator_with_chart_identity_places_a_job_in_a_restricted_namespace(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube import ROOT, Kubectl, set_node_ready, wait_for
+from tests.kube import ROOT, Kubectl, llamajob_manifest, set_node_ready, wait_for
 from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
@@ -37,18 +37,16 @@ def llamajob(
         resources["devicesPerNode"] = devices
     if nodes:
         resources["nodes"] = nodes
-    return {
-        "apiVersion": "llamaop.io/v1alpha1",
-        "kind": "LlamaJob",
-        "metadata": {"name": name},
-        "spec": {
+    return llamajob_manifest(
+        name,
+        {
             "mode": "train",
             "model": {"preset": preset},
             "training": {"steps": 100, "sequenceLength": 256, "batchSize": 64},
             "resources": resources,
             "placement": {"pools": list(pools), "pendingTimeout": "20s", **placement},
         },
-    }
+    )
 
 
 def status(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube import Kubectl, wait_for
+from tests.kube import Kubectl, llamajob_manifest, wait_for
 from tests.operator_harness import Operator
 from tests.workers.node import NODE, POOL, TOLERATIONS, checkpoint_volume
 
@@ -38,11 +38,9 @@ def local_pool(workers_env: dict[str, str], kubectl: Kubectl, operator: Operator
 
 
 def training_job(name: str, steps: int, claim: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "llamaop.io/v1alpha1",
-        "kind": "LlamaJob",
-        "metadata": {"name": name},
-        "spec": {
+    return llamajob_manifest(
+        name,
+        {
             "mode": "train",
             "model": {"preset": "tiny"},
             "training": {
@@ -56,7 +54,7 @@ def training_job(name: str, steps: int, claim: str) -> dict[str, Any]:
             "resources": {"families": ["cpu"], "nodes": 2, "devicesPerNode": 1},
             "placement": {"pools": [POOL], "pendingTimeout": "3m", "backoffLimit": 2},
         },
-    }
+    )
 
 
 def status(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
@@ -133,18 +131,16 @@ def test_an_inference_job_becomes_ready_and_answers_completions_through_its_serv
     kubectl: Kubectl, local_pool: str, restricted_namespace: str
 ) -> None:
     ns = restricted_namespace
-    job = {
-        "apiVersion": "llamaop.io/v1alpha1",
-        "kind": "LlamaJob",
-        "metadata": {"name": "srv"},
-        "spec": {
+    job = llamajob_manifest(
+        "srv",
+        {
             "mode": "inference",
             "model": {"preset": "tiny"},
             "inference": {"replicas": 1, "maxBatch": 4, "contextLength": 256, "maxNewTokens": 16},
             "resources": {"families": ["cpu"]},
             "placement": {"pools": [POOL]},
         },
-    }
+    )
     kubectl.apply(job, ns)
     wait_for(lambda: status(kubectl, ns, "srv").get("phase") == "Running", timeout=240, interval=2,
              what="a ready replica")  # fmt: skip

@@ -52,6 +52,19 @@ log = structlog.get_logger("llamaop")
 DELETE_KINDS = ("Pod", "Service", "RoleBinding", "Role")
 
 
+@dataclass
+class Written:
+    """A status this process wrote (or is writing) and the watch has not shown back yet."""
+
+    raw: dict[str, Any]
+    _status: LlamaJobStatus | None = None
+
+    def status(self) -> LlamaJobStatus:
+        if self._status is None:  # parsed once, not on every pass
+            self._status = LlamaJobStatus.model_validate(self.raw)
+        return self._status
+
+
 @dataclass(frozen=True)
 class Indexes:
     nodes: Any
@@ -77,16 +90,14 @@ class Loop:
         self.concurrency = 96
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self.written: dict[str, dict[str, Any]] = {}
+        self.written: dict[str, Written] = {}
         self.created_at: dict[tuple[str, int], datetime] = {}
         self.seen_at: dict[tuple[str, int], datetime] = {}
-        self._parsed: dict[str, tuple[dict[str, Any], LlamaJobStatus]] = {}
         self.deleted_at: dict[tuple[str, str], datetime] = {}
         self.explained_at: dict[str, datetime] = {}
         self.cost_at: dict[str, datetime] = {}
         self.queued_since: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._node_views: dict[str, NodeView] = {}
         self._pass_seconds = 0.0
         self.inflight: set[str] = set()
         """Jobs whose actions are being carried out; they sit out passes until done."""
@@ -122,11 +133,11 @@ class Loop:
             self._wake.set()
 
     def node_changed(self, view: NodeView) -> bool:
-        """Whether a node event changes what the loop sees of the node (most are heartbeats)."""
-        if self._node_views.get(view.name) == view:
-            return False
-        self._node_views[view.name] = view
-        return True
+        """Whether a node event changes what the loop sees of the node (most are heartbeats). kopf runs an
+        index handler before it stores the result, so the index still holds the node's previous view."""
+        if self.indexes is None:
+            return True
+        return view not in self.indexes.nodes.get(view.name, ())
 
     def attach(self, indexes: Indexes) -> None:
         if self.indexes is None:
@@ -161,8 +172,6 @@ class Loop:
         for key in list(self.written):
             if key not in jobs:
                 del self.written[key]
-        for key in [k for k, (w, _) in self._parsed.items() if self.written.get(k) is not w]:
-            del self._parsed[key]
         pods: dict[str, list[PodView]] = _values(self.indexes.workers)
         nodes = {k: v[0] for k, v in _values(self.indexes.nodes).items()}
         pools = {k: v[0] for k, v in _values(self.indexes.pools).items()}
@@ -179,14 +188,10 @@ class Loop:
         written = self.written.get(key)
         if written is None:
             return view
-        if dump(view.status) == written:
+        if dump(view.status) == written.raw:
             del self.written[key]
             return view
-        cached = self._parsed.get(key)
-        if cached is None or cached[0] is not written:  # parse each write once, not on every pass
-            cached = (written, LlamaJobStatus.model_validate(written))
-            self._parsed[key] = cached
-        return replace(view, status=cached[1])
+        return replace(view, status=written.status())
 
     async def pass_once(self) -> None:
         assert self.options and self.planner and self.kube
@@ -235,8 +240,8 @@ class Loop:
     def _start(self, plan: JobActions, now: datetime) -> None:
         """Carry out one job's actions in the background. The status they end in counts as written from
         now on: the next pass must see the devices this job is promised, or it would give them away."""
-        final = next((a for a in reversed(plan.actions) if isinstance(a, PatchStatus)), None)
-        promised = dict(final.status) if final is not None else None
+        final = plan.final_status()
+        promised = Written(dict(final.status)) if final is not None else None
         if promised is not None:
             self.written[plan.key] = promised
         self.inflight.add(plan.key)
@@ -244,7 +249,7 @@ class Loop:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _carry_out(self, plan: JobActions, now: datetime, promised: dict[str, Any] | None) -> None:
+    async def _carry_out(self, plan: JobActions, now: datetime, promised: Written | None) -> None:
         assert self._slots is not None and self._quick is not None
         done: list[Mapping[str, Any]] = []  # statuses the API server took, in order
         heavy = any(isinstance(a, (CreateWorkers, DeleteWorkers)) for a in plan.actions)
@@ -256,7 +261,7 @@ class Loop:
         except Exception:  # the next pass retries from the last status that was really written
             if self.written.get(plan.key) is promised:
                 if done:
-                    self.written[plan.key] = dict(done[-1])
+                    self.written[plan.key] = Written(dict(done[-1]))
                 else:
                     self.written.pop(plan.key, None)
             log.exception("actions failed", job=plan.key)

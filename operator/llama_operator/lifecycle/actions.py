@@ -81,3 +81,7 @@ class JobActions:
     """Set when this pass placed a new attempt."""
     failover_from: str | None = None
     failover_reason: str | None = None
+
+    def final_status(self) -> PatchStatus | None:
+        """The last status write: what the job's status is once these actions are carried out."""
+        return next((a for a in reversed(self.actions) if isinstance(a, PatchStatus)), None)

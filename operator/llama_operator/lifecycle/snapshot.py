@@ -245,7 +245,7 @@ def reconcile_all(snap: Snapshot, opts: Options, planner: Planner) -> list[JobAc
         seen = snap.seen_at.get((key, job.status.attempts or 0))
         ctx = JobContext(job, snap.pods.get(key, ()), snap.nodes, snap.now, seen)
         actions, need = reconcile_job(ctx, opts.settings)
-        latest = next((a for a in reversed(actions.actions) if isinstance(a, PatchStatus)), None)
+        latest = actions.final_status()
         phase = Phase(latest.status["phase"]) if latest and "phase" in latest.status else job.status.phase
         if need == "plan":
             # Plan from the status this pass just wrote (e.g. a new job's Queued), keeping its events.

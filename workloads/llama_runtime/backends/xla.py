@@ -6,9 +6,7 @@ optimizer step, as torch-neuronx's training guide does. The lazy graph is cut on
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from datetime import timedelta
 
 import torch
@@ -73,14 +71,6 @@ class XlaBackend(Backend):
         if model.config.tie_word_embeddings:
             model.tie_weights()  # .to() on XLA may give the tied head its own copy
         return model
-
-    @contextlib.contextmanager
-    def autocast(self, precision: str) -> Iterator[None]:
-        if precision == "bf16":
-            with torch.autocast("xla", dtype=torch.bfloat16):
-                yield
-        else:
-            yield
 
     def optimizer_step(
         self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], max_norm: float
