@@ -100,6 +100,7 @@ class World:
         self.cost_at: dict[str, datetime] = {}
         self.deleted: list[str] = []
         self.cooled: list[str] = []
+        self.options = OPTIONS
 
     def add(self, view: JobView) -> None:
         self.jobs[view.key] = view
@@ -121,7 +122,7 @@ class World:
     ) -> list[JobActions]:
         self.now += advance
         results = reconcile_all(
-            self.snapshot(busy), OPTIONS, lambda j, i, n: plan(j, i, now=n, catalog=OPTIONS.catalog)
+            self.snapshot(busy), self.options, lambda j, i, n: plan(j, i, now=n, catalog=OPTIONS.catalog)
         )
         for result in results:
             for action in result.actions:

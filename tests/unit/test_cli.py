@@ -125,3 +125,21 @@ def test_help_lists_the_run_options(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for option in ("--namespace", "--all-namespaces", "--metrics-port", "--peering", "--standalone"):
         assert option in out
+
+
+def test_run_options_reach_the_reconcile_settings() -> None:
+    import argparse
+    from datetime import timedelta
+
+    from llama_operator.controller.main import add_arguments, build_options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--pool-cooldown", "90", "--cost-refresh", "120", "--cost-writes-per-second", "2"]
+    )
+    options = build_options(args)
+    assert options.settings.pool_cooldown == timedelta(seconds=90)
+    assert options.cost_every == timedelta(seconds=120)
+    assert options.cost_interval(1000) == timedelta(seconds=500)  # 1,000 jobs at 2 refreshes/s
+    assert options.cost_interval(10) == timedelta(seconds=120)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from llama_operator.lifecycle.actions import (
     CoolDownPool,
     CreateWorkers,
+    JobActions,
     PatchStatus,
     RecordEvent,
     RecordThroughput,
@@ -351,3 +353,40 @@ def test_cpu_training_ranks_share_a_node_while_accelerator_ranks_never_do() -> N
     assert status(world, "c")["nodeNames"] == ["cpu-0", "cpu-0"]
     assert len(world.pods_of("c")) == 2
     assert status(world, "n")["phase"] == "Failed"  # one trn1 node can never hold a 2-node gang
+
+
+def running_cpu_jobs(count: int) -> World:
+    world = World([node("cpu", i) for i in range(count)], ["cpu"])
+    for i in range(count):
+        spec = train_spec()
+        spec["resources"] = {"families": ["cpu"], "devicesPerNode": 1}
+        world.add(job(f"j{i:02d}", spec))
+    world.step()
+    for i in range(count):
+        world.set_pods(f"j{i:02d}", "Running")
+    world.step()
+    assert {status(world, f"j{i:02d}")["phase"] for i in range(count)} == {"Running"}
+    return world
+
+
+def cost_refreshes(results: list[JobActions]) -> int:
+    patches = [a for r in results for a in r.actions if isinstance(a, PatchStatus)]
+    assert all(a.status["phase"] == "Running" and a.status["accruedCost"] > 0 for a in patches)
+    return len(patches)
+
+
+def test_accrued_cost_refreshes_are_spread_after_a_restart() -> None:
+    world = running_cpu_jobs(25)
+    world.cost_at.clear()  # a restarted operator has written nothing yet: every job is due at once
+    assert cost_refreshes(world.step(timedelta(minutes=1))) == 10
+    assert [cost_refreshes(world.step(timedelta(seconds=1))) for _ in range(3)] == [10, 5, 0]
+
+
+def test_a_large_cluster_refreshes_accrued_cost_less_often() -> None:
+    world = running_cpu_jobs(25)
+    world.options = replace(world.options, cost_writes_per_second=0.1)  # 25 jobs: every 250 s, not 60 s
+    world.step(timedelta(seconds=250))
+    world.step(timedelta(seconds=1))
+    world.step(timedelta(seconds=1))  # all 25 refreshed, 10 per pass
+    assert cost_refreshes(world.step(timedelta(seconds=120))) == 0
+    assert cost_refreshes(world.step(timedelta(seconds=130))) == 10

@@ -44,6 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pool-cooldown", type=float, default=600, help="seconds a pool is avoided after a failover"
     )
+    parser.add_argument(
+        "--cost-refresh", type=float, default=60, help="seconds between accrued-cost updates of a running job"
+    )
+    parser.add_argument(
+        "--cost-writes-per-second",
+        type=float,
+        default=5,
+        help="cap on accrued-cost updates in all (many jobs: each is refreshed less often)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["json", "console"], default="json")
 
@@ -58,7 +67,12 @@ def build_options(args: argparse.Namespace) -> Options:
         default_images=images,
         image_pull_policy=getattr(args, "image_pull_policy", "IfNotPresent"),
     )
-    return Options(settings=settings, catalog=catalogs.load(getattr(args, "catalog", None)))
+    return Options(
+        settings=settings,
+        catalog=catalogs.load(getattr(args, "catalog", None)),
+        cost_every=timedelta(seconds=getattr(args, "cost_refresh", 60)),
+        cost_writes_per_second=getattr(args, "cost_writes_per_second", 5),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -53,9 +53,16 @@ class Options:
     settings: Settings
     catalog: Catalog
     explain_every: timedelta = timedelta(seconds=30)
-    # Each refresh is one PATCH per running job: at a thousand jobs, once a minute is plenty.
+    # Each accrued-cost refresh is one PATCH of a running job: once a minute per job, but never more than
+    # `cost_writes_per_second` in all (a large cluster refreshes each job less often) nor
+    # `cost_writes_per_pass` at once (after a restart every job is due).
     cost_every: timedelta = timedelta(seconds=60)
+    cost_writes_per_second: float = 5.0
+    cost_writes_per_pass: int = 10
     ensure_every: timedelta = timedelta(seconds=30)
+
+    def cost_interval(self, active_jobs: int) -> timedelta:
+        return max(self.cost_every, timedelta(seconds=active_jobs / self.cost_writes_per_second))
 
 
 def _matches(node: NodeView, selector: Mapping[str, str]) -> bool:
@@ -236,6 +243,8 @@ def reconcile_all(snap: Snapshot, opts: Options, planner: Planner) -> list[JobAc
     results: list[JobActions] = []
     to_plan: list[tuple[JobView, JobActions]] = []
     active: list[JobView] = []
+    cost_every = opts.cost_interval(sum(1 for j in snap.jobs.values() if j.status.phase in ACTIVE_PHASES))
+    cost_writes = 0
     for key in sorted(snap.jobs):
         job = snap.jobs[key]
         if key in snap.busy:
@@ -257,8 +266,13 @@ def reconcile_all(snap: Snapshot, opts: Options, planner: Planner) -> list[JobAc
             active.append(job)
             if need == "ensure":
                 _ensure(job, snap, opts, actions)
-            if not actions.actions and _due(snap.cost_at.get(key), snap.now, opts.cost_every):
+            if (
+                not actions.actions
+                and cost_writes < opts.cost_writes_per_pass
+                and _due(snap.cost_at.get(key), snap.now, cost_every)
+            ):
                 actions = refresh_cost(job, snap.now)
+                cost_writes += bool(actions.actions)
         if actions.actions:
             results.append(actions)
     if not to_plan:
