@@ -14,4 +14,7 @@ echo
 echo "== operator: 1,000 LlamaJobs on 500+ fake nodes (hack/bench/operator.py)"
 $py hack/bench/operator.py
 echo
+echo "== operator: started with the same 1,000 LlamaJobs already waiting (hack/bench/operator.py --backlog)"
+$py hack/bench/operator.py --backlog
+echo
 echo "GPU: hack/bench/gpu.sh runs on a one-GPU machine (tokens/s and MFU of a llama3-1b step)."
