@@ -68,6 +68,24 @@ class Operator:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
             return resp.read().decode()
 
+    def samples(self) -> dict[str, float]:
+        """One scrape, each sample name summed over its labels (e.g. llamaop_api_requests_total)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        return totals
+
+    def wait_reconciling(self, timeout: float = 120) -> None:
+        """Until the first reconcile pass has run: every index (jobs, pods, nodes, pools) is listed."""
+        wait_for(
+            lambda: self.samples().get("llamaop_plan_duration_seconds_count", 0) > 0,
+            timeout=timeout,
+            what="the operator's first reconcile pass",
+        )
+
     def kill(self) -> None:
         """SIGKILL: no cleanup handlers run, exactly like a crashed pod."""
         if self.proc and self.proc.poll() is None:

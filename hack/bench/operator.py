@@ -160,14 +160,6 @@ def harness_cpu() -> float:
     return usage.user + usage.system + usage.children_user + usage.children_system
 
 
-def metric(text: str, name: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith((name + "{", name + " "))
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -209,37 +201,36 @@ def main() -> None:
             # A burst meets a running operator: its first reconcile pass means every index (jobs, pods,
             # nodes, pools) is listed. Right after install_api the CRD's storage may still be initializing.
             t = time.perf_counter()
-            wait_for(lambda: metric(op.metrics(), "llamaop_plan_duration_seconds_count") > 0, timeout=120,
-                     what="the operator's first reconcile pass")  # fmt: skip
+            op.wait_reconciling()
             print(f"operator reconciling {time.perf_counter() - t:.1f}s after its metrics endpoint came up")
             t0 = time.perf_counter()
             applied = create_jobs(kubectl, args.jobs, args.clients)
 
+        shown = t0
+
         def settled() -> bool:
             """Every job Running, or decided otherwise (Queued for capacity, Failed), none in between."""
+            nonlocal shown
             phases = jobs.counts()
-            if time.perf_counter() - shown[0] >= 10:  # a timeline: which stage the burst waits on
-                shown[0] = time.perf_counter()
+            if time.perf_counter() - shown >= 10:  # a timeline: which stage the burst waits on
+                shown = time.perf_counter()
                 stages = pods.counts()
                 running = stages.get("Running", 0)
                 print(
-                    f"  t={shown[0] - t0:5.1f}s jobs {phases}; pods {sum(stages.values())} created, "
+                    f"  t={shown - t0:5.1f}s jobs {phases}; pods {sum(stages.values())} created, "
                     f"{stages.get('bound', 0) + running} bound, {running} running",
                     flush=True,
                 )
             return sum(phases.get(p, 0) for p in ("Running", "Queued", "Failed")) == args.jobs
 
-        shown = [t0]
         wait_for(settled, timeout=900, interval=0.1, what="all jobs settled")
         placed = time.perf_counter() - t0
         seen = jobs.counts()
         rss, cpu = proc_usage(op.proc.pid)  # type: ignore[union-attr]
-        text = op.metrics()
-        requests = metric(text, "llamaop_api_requests_total")
-        passes, pass_seconds = (
-            metric(text, "llamaop_plan_duration_seconds_count"),
-            metric(text, "llamaop_plan_duration_seconds_sum"),
-        )
+        samples = op.samples()
+        requests = samples["llamaop_api_requests_total"]
+        passes = samples["llamaop_plan_duration_seconds_count"]
+        pass_seconds = samples["llamaop_plan_duration_seconds_sum"]
         print(f"jobs: {args.jobs} applied in {applied:.1f}s to {nodes} nodes in {pools} pools; phases {seen}")
         since = "the operator started" if args.backlog else "the first create"
         print(

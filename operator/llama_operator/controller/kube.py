@@ -67,7 +67,6 @@ class Kube:
         self.connections = connections
         self._ssl = _ssl_context(cfg)
         self._session: aiohttp.ClientSession | None = None
-        self.calls = 0
 
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
@@ -85,7 +84,6 @@ class Kube:
                 connector=aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl),
                 timeout=aiohttp.ClientTimeout(total=30),
             )
-        self.calls += 1
         API_REQUESTS.labels(method).inc()
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         async with self._session.request(

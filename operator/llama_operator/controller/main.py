@@ -49,12 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cost-writes-per-second",
-        type=float,
+        type=_positive,
         default=5,
         help="cap on accrued-cost updates in all (many jobs: each is refreshed less often)",
     )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["json", "console"], default="json")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
 
 
 def build_options(args: argparse.Namespace) -> Options:
