@@ -6,7 +6,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help venv binaries debian image kind xla-env cluster-up cluster-down cluster-status demo test test-unit test-cluster \
-        test-runtime test-workers lint fmt crds bench clean
+        test-runtime test-workers lint fmt crds bench lock clean
 
 help:
 	@echo "make demo   - local cluster + operator + examples, shows where each job went and why"
@@ -14,6 +14,12 @@ help:
 	@echo "make bench  - benchmarks (numbers and ratios, nothing asserted)"
 
 venv:
+	@hack/setup-python.sh
+
+# Upgrade the pinned dependencies on purpose: uv.lock (the project's .venv) and the CPU worker image's
+# PyPI layer (workloads/images/cpu/requirements.lock). Review and commit both.
+lock:
+	uv lock --upgrade
 	@hack/setup-python.sh
 
 binaries:

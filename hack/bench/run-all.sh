@@ -11,10 +11,10 @@ echo
 echo "== runtime: CPU training tokens/s against a plain transformers loop (hack/bench/runtime.py)"
 $py hack/bench/runtime.py
 echo
-echo "== operator: 1,000 LlamaJobs on 500+ fake nodes (hack/bench/operator.py)"
-$py hack/bench/operator.py
+echo "== operator: 1,000 LlamaJobs on 500+ fake nodes (hack/bench/operator_at_scale.py)"
+$py hack/bench/operator_at_scale.py
 echo
-echo "== operator: started with the same 1,000 LlamaJobs already waiting (hack/bench/operator.py --backlog)"
-$py hack/bench/operator.py --backlog
+echo "== operator: started with the same 1,000 LlamaJobs already waiting (hack/bench/operator_at_scale.py --backlog)"
+$py hack/bench/operator_at_scale.py --backlog
 echo
 echo "GPU: hack/bench/gpu.sh runs on a one-GPU machine (tokens/s and MFU of a llama3-1b step)."

@@ -4,7 +4,7 @@ Prints seconds until every job is placed and Running, the operator's peak RSS an
 Kubernetes API requests it made per job. Runs on its own local cluster (`llamaop-bench`), removed after.
 Nothing is asserted: these are numbers to compare between runs on the same machine.
 
-Usage: .venv/bin/python hack/bench/operator.py [--jobs 1000] [--scale 24] [--backlog] [--keep]
+Usage: .venv/bin/python hack/bench/operator_at_scale.py [--jobs 1000] [--scale 24] [--backlog] [--keep]
 """
 
 from __future__ import annotations
