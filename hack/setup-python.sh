@@ -19,7 +19,8 @@ args=()
 for extra in ${extras//,/ }; do args+=(--extra "$extra"); done
 # --locked: install what the lock says or fail (never re-resolve); exact: packages not in the lock go.
 if ! uv sync -q --locked --python python3 "${args[@]}"; then
-  echo "[setup] uv.lock does not match pyproject.toml: run \`make lock\` and commit uv.lock" >&2
+  echo "[setup] uv.lock does not match pyproject.toml: run \`uv lock\` (adds what changed, keeps the other" \
+    "pins) or \`make lock\` (upgrades everything), and commit uv.lock" >&2
   exit 1
 fi
 echo "$want" > $stamp
