@@ -61,6 +61,10 @@ class Written:
 
     raw: dict[str, Any]
     _status: LlamaJobStatus | None = None
+    behind: Any = None
+    """The last view found not to show this write yet: the same view need not be dumped again."""
+    shown: Any = None
+    """That view with this status: the same object on every pass, so the pass sees no change in it."""
 
     def status(self) -> LlamaJobStatus:
         if self._status is None:  # parsed once, not on every pass
@@ -246,10 +250,12 @@ class Loop:
         written = self.written.get(key)
         if written is None:
             return view
-        if dump(view.status) == written.raw:
-            del self.written[key]
-            return view
-        return replace(view, status=written.status())
+        if written.behind is not view:  # a burst keeps hundreds of writes pending for several passes
+            if dump(view.status) == written.raw:
+                del self.written[key]
+                return view
+            written.behind, written.shown = view, replace(view, status=written.status())
+        return written.shown  # type: ignore[no-any-return]
 
     async def pass_once(self) -> None:
         assert self.options and self.planner and self.kube
