@@ -6,7 +6,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help venv binaries debian image kind xla-env cluster-up cluster-down cluster-status demo test test-unit test-cluster \
-        test-runtime test-workers lint fmt crds bench lock clean
+        test-runtime test-workers test-bench lint fmt crds bench lock clean
 
 help:
 	@echo "make demo   - local cluster + operator + examples, shows where each job went and why"
@@ -75,6 +75,9 @@ test-runtime: venv
 
 test-cluster: venv binaries
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
+
+test-bench: venv binaries
+	$(PY) -m pytest -m bench $(PYTEST_ARGS)
 
 test-workers: venv binaries debian
 	@hack/cluster.sh up --workers

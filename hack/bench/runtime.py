@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=3, help="steps per loop = rounds x the config's steps")
     parser.add_argument("--only", choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, help="timed steps per round, instead of each config's own")
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -122,6 +123,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, fp32, {args.threads} threads, median step time of alternating steps")
     for name, spec in CONFIGS.items():
         if args.only in (None, name):
+            spec = {**spec, "steps": args.steps or spec["steps"]}
             bench(name, spec, args.threads, args.rounds, compile_layers=False)
             if args.compile:
                 bench(name, spec, args.threads, args.rounds, compile_layers=True)
