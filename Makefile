@@ -17,10 +17,12 @@ venv:
 	@hack/setup-python.sh
 
 # Upgrade the pinned dependencies on purpose: uv.lock (the project's .venv) and the CPU worker image's
-# PyPI layer (workloads/images/cpu/requirements.lock). Review and commit both.
+# PyPI layer (workloads/images/cpu/requirements.lock, resolved on top of the image's Debian packages: needs
+# root and builds the image's base layer if it is not cached). Review and commit both.
 lock:
 	uv lock --upgrade
 	@hack/setup-python.sh
+	workloads/images/cpu/rootfs.sh --lock "$$(dirname "$$(dirname "$$(hack/cluster/build.sh --print-bindir)")")/workers/images/cpu"
 
 binaries:
 	@hack/cluster/build.sh >/dev/null
