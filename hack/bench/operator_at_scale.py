@@ -43,6 +43,7 @@ from typing import Any
 from kubernetes import config
 from kubernetes.watch.watch import iter_resp_lines
 from mix import ROOT, job_spec, node_bodies
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(ROOT))
 
@@ -259,6 +260,26 @@ def cluster_cpu() -> dict[str, float]:
     return out
 
 
+def api_requests(kubectl: Kubectl) -> Counter[str]:
+    """kube-apiserver's request counts so far, by verb and resource (from its own metrics)."""
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(kubectl.run("get", "--raw", "/metrics").stdout):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if sample.name == "apiserver_request_total":
+                labels = sample.labels
+                sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
+                counts[f"{labels['verb']} {labels.get('resource') or '-'}{sub}"] += int(sample.value)
+    return counts
+
+
+def show_requests(before: Counter[str], after: Counter[str], jobs: int) -> None:
+    served = after - before
+    top = ", ".join(f"{kind} {count / jobs:.1f}" for kind, count in served.most_common(9))
+    print(f"  kube-apiserver requests per job: {sum(served.values()) / jobs:.1f} ({top})")
+
+
 def spent(before: dict[str, float]) -> dict[str, float]:
     return {k: v - before.get(k, 0.0) for k, v in sorted(cluster_cpu().items())}
 
@@ -315,6 +336,7 @@ def run_floor(kubectl: Kubectl, args: argparse.Namespace, namespace: str) -> tup
     ready_namespace(kubectl, namespace)
     pods = floor_pods(kubectl, jobs(args.jobs), namespace)
     watch = Watched(kubectl.kubeconfig, f"/api/v1/namespaces/{namespace}/pods", pod_stage)
+    requests0 = api_requests(kubectl)
     cpu0 = cluster_cpu()
     try:
         t0 = time.perf_counter()
@@ -338,6 +360,7 @@ def run_floor(kubectl: Kubectl, args: argparse.Namespace, namespace: str) -> tup
         f"all Running {settled:.1f}s after the first create"
     )
     show_cpu("cluster", used)
+    show_requests(requests0, api_requests(kubectl), len(pods))
     return settled, len(pods), sum(used.values())
 
 
@@ -355,6 +378,7 @@ def run_operator(
     manifests = jobs(args.jobs)
     cpu0 = harness_cpu()
     cluster0: dict[str, float] = {}
+    requests0: Counter[str] = Counter()
     op_cpu0 = 0.0  # the operator's CPU before the clock starts (its start-up, in a burst)
     try:
         if args.backlog:  # the jobs wait for an operator that starts (or restarts) now
@@ -362,7 +386,7 @@ def run_operator(
             wait_for(
                 lambda: sum(job_watch.counts().values()) == args.jobs, timeout=120, what="the jobs listed"
             )
-            cluster0 = cluster_cpu()
+            requests0, cluster0 = api_requests(kubectl), cluster_cpu()
             t0 = time.perf_counter()
             apiserver = pprof(kubectl, args.apiserver_pprof)
             op.start()
@@ -373,7 +397,7 @@ def run_operator(
             # A burst meets a running operator: its first reconcile pass means every index (jobs, pods,
             # nodes, pools) is listed. Right after install_api the CRD's storage may still be initializing.
             op.wait_reconciling()
-            cluster0 = cluster_cpu()
+            requests0, cluster0 = api_requests(kubectl), cluster_cpu()
             op_cpu0 = proc_usage(op.proc.pid)[1]  # type: ignore[union-attr]
             t0 = time.perf_counter()
             apiserver = pprof(kubectl, args.apiserver_pprof)
@@ -415,6 +439,7 @@ def run_operator(
         f"the bench's own CPU (watches, kubectl): {harness_cpu() - cpu0:.1f}s"
     )
     show_cpu("cluster", used)
+    show_requests(requests0, api_requests(kubectl), args.jobs)
     return {
         "settled": elapsed,
         "requests": requests,
