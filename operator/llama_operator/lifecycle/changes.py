@@ -102,12 +102,17 @@ def _selects(pool: AcceleratorPool, node: NodeView) -> bool:
     return all(node.labels.get(k) == v for k, v in pool.spec.node_selector.items())
 
 
-def _planning_status(pool: AcceleratorPool) -> tuple[object, ...]:
-    """The parts of a pool's status the planner reads (the counts it shows are derived from nodes)."""
-    status = pool.status
-    if status is None:
-        return (None, {})
-    return (status.cooldown_until, dict(status.observed_throughput or {}))
+# What the operator writes to a pool's status from its nodes and bookings: derived, never planned from.
+DERIVED_POOL_STATUS = frozenset(
+    {"ready_nodes", "nodes", "allocatable_devices", "allocated_devices", "free_devices", "accelerator",
+     "price_per_node_hour", "conditions", "last_update"}
+)  # fmt: skip
+
+
+def _planning_status(pool: AcceleratorPool) -> dict[str, object]:
+    """The parts of a pool's status the planner may read (cooldown, learned speeds...): all but the
+    counters the operator derives from the nodes, which change with every placement."""
+    return pool.status.model_dump(exclude=set(DERIVED_POOL_STATUS)) if pool.status else {}
 
 
 def _waits_for_time(job: JobView, pods: Sequence[PodView]) -> bool:
