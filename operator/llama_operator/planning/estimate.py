@@ -18,7 +18,13 @@ from enum import IntEnum
 from functools import lru_cache
 
 from llama_operator.catalog import Defaults
-from llama_operator.planning.llama import GIB, KV_TRAFFIC
+from llama_operator.planning.llama import (
+    GIB,
+    KV_TRAFFIC,
+    TrainingMemory,
+    inference_rank_bytes,
+    training_memory,
+)
 from llama_operator.planning.pools import PoolType
 from llama_operator.planning.workload import Workload
 
@@ -34,17 +40,20 @@ class Stage(IntEnum):
 
     FILTERED = 0
     DEVICES = 1
-    NODES = 2
-    BATCH = 3
-    MEMORY = 4
-    THROUGHPUT = 5
-    DEADLINE = 6
-    PRICE = 7
-    COST = 8
-    OK = 9
+    UNSUPPORTED = 2
+    """The runtime cannot run it (its capability row says so)."""
+    NODES = 3
+    BATCH = 4
+    MEMORY = 5
+    THROUGHPUT = 6
+    DEADLINE = 7
+    PRICE = 8
+    COST = 9
+    OK = 10
 
 
 REASONS: dict[Stage, str] = {
+    Stage.UNSUPPORTED: "NotSupported",
     Stage.DEVICES: "DevicesNotAllowed",
     Stage.NODES: "NotEnoughNodes",
     Stage.BATCH: "BatchSplit",
@@ -87,6 +96,10 @@ class Option:
     """The bound that was broken (node limit, price cap, cost cap, hours left, target tokens/s)."""
     unshardable: bool = False
     """MEMORY: what each rank holds whatever the node count (a gathered layer, activations) is too big."""
+    holders_per_pod: int = 1
+    """Training: holders of a state shard and a micro batch each per pod (processes, or XLA devices)."""
+    detail: str = ""
+    """UNSUPPORTED, and unshardable MEMORY: the sentence that explains it."""
 
     @property
     def ok(self) -> bool:
@@ -147,6 +160,8 @@ class Option:
             needed,
             limit,
             self.unshardable,
+            self.holders_per_pod,
+            self.detail,
         )
 
     def failing(self, stage: Stage, *, needed: int = 0, limit: float = 0.0) -> Option:
@@ -159,6 +174,8 @@ class Option:
         stage, limit = self.stage, self.limit or 1e-9
         if self.unshardable:  # no node count fixes it: farther than any option more nodes would fix
             return 1e6 * self.memory_need_gib / max(self.memory_usable_gib, 1e-9)
+        if stage is Stage.UNSUPPORTED:  # the one that would need least memory if the runtime could
+            return self.memory_need_gib / max(self.memory_usable_gib, 1e-9) if self.memory_usable_gib else 1.0
         if stage is Stage.MEMORY and not self.needed:
             return self.memory_need_gib / max(self.memory_usable_gib, 1e-9)
         if stage in (Stage.NODES, Stage.MEMORY, Stage.DEADLINE) and self.needed:
@@ -181,19 +198,16 @@ class Option:
         """One sentence on why this option is as it is."""
         shape = f"{self.pods} x {self.devices_per_node}"
         match self.stage:
+            case Stage.UNSUPPORTED:
+                return self.detail
             case Stage.DEVICES:
                 return f"{self.needed} devices per pod is not an allowed count on {pool}"
             case Stage.NODES:
                 return f"needs {self.needed} nodes, {pool} can have {int(self.limit)}"
             case Stage.BATCH:
-                return (
-                    f"global batch does not split evenly over the {self.pods * self.processes_per_pod} ranks"
-                )
+                return f"global batch does not split evenly over the {self.pods * self.holders_per_pod} ranks"
             case Stage.MEMORY if self.unshardable:
-                return (
-                    f"a gathered layer, activations and logits alone need {self.memory_need_gib:.1f} GiB "
-                    f"per device, {self.memory_usable_gib:.1f} GiB usable"
-                )
+                return self.detail
             case Stage.MEMORY if self.needed > self.limit:
                 return f"needs {self.needed} nodes to hold the model, {pool} can have {int(self.limit)}"
             case Stage.MEMORY:
@@ -296,7 +310,9 @@ def shared(
 
 def bounded(work: Workload, option: Option, node_limit: int) -> Option:
     """The option on a pool that can have at most `node_limit` nodes."""
-    if option.stage is Stage.DEVICES or option.unshardable or option.nodes_needed <= node_limit:
+    if option.stage in (Stage.UNSUPPORTED, Stage.DEVICES) or option.unshardable:
+        return option
+    if option.nodes_needed <= node_limit:
         return option
     if work.mode != "train" or work.nodes is not None:
         stage, needed = Stage.NODES, option.nodes_needed
@@ -344,6 +360,9 @@ def _training(
     counts = _device_counts(work, pool)
     if counts is None:
         return (Option(Stage.DEVICES, work.devices_per_node or 0, 0, needed=work.devices_per_node or 0),)
+    refused = pool.refusal("train", work.precision)
+    if refused is not None:
+        return (Option(Stage.UNSUPPORTED, work.devices_per_node or 0, 0, detail=refused),)
     spot = pool.capacity_type == "spot"
     slowdown = 1.0 + (defaults.spot_time_overhead if spot else 0.0)
     startup = pool.device.startup_minutes / 60.0
@@ -352,16 +371,17 @@ def _training(
     )
     widest = max(counts)
     modes = (False, True) if work.activation_checkpointing is None else (work.activation_checkpointing,)
+    memory = {ac: _training_memory(work, pool, ac) for ac in modes}
     found: list[Option] = []
     for dpn in counts:
-        ranks = pool.processes_per_pod(dpn)
-        rank_budget = dpn * pool.device.memory_gib * GIB * defaults.usable_memory_fraction / ranks
+        holders = pool.shard_holders(dpn)
+        rank_budget = dpn * pool.device.memory_gib * GIB * defaults.usable_memory_fraction / holders
         plain: Option | None = None
         for ac in modes:
             if ac and plain is not None and plain.fits and (plain.pods == 1 or work.nodes is not None):
                 break  # checkpointing would only be slower: it cannot save a node here
             option = _training_option(
-                work, pool, dpn, ranks, rank_budget, ac, tokens_per_device, hours_left,
+                work, pool, dpn, holders, rank_budget, ac, memory[ac], tokens_per_device, hours_left,
                 slowdown=slowdown, startup=startup, multi_node=multi_node, widest=widest,
             )  # fmt: skip
             if option is not None:
@@ -370,13 +390,54 @@ def _training(
     return tuple(found)
 
 
+def _training_memory(work: Workload, pool: PoolType, ac: bool) -> TrainingMemory:
+    """Per shard holder, as the pool's runtime line shards, computes and chunks (its capability row)."""
+    row = pool.capability.training
+    assert row is not None
+    return training_memory(
+        work.shape,
+        row,
+        micro_batch=work.micro_batch,
+        sequence_length=work.sequence_length,
+        precision=work.precision,
+        activation_checkpointing=ac,
+    )
+
+
+def _unshardable(memory: TrainingMemory, holders: int, dpn: int, usable_gib: float) -> str:
+    """Why no node count fits, and the capability the runtime would need for it to."""
+    per_device = holders / dpn / GIB
+    terms = {
+        "gathered layers": memory.gathered,
+        "activations": memory.activations - memory.scores,
+        "attention scores": memory.scores,
+        "loss logits": memory.logits,
+        "replicated state": memory.replicated,
+    }
+    parts = ", ".join(f"{name} {v * per_device:.1f}" for name, v in terms.items() if v * per_device >= 0.05)
+    if memory.scores and (memory.fixed - memory.scores) * per_device < usable_gib:
+        missing = "fused (flash) attention on this line (it keeps each layer's attention scores)"
+    else:
+        missing = (
+            "tensor and sequence parallel training (to split a layer's weights and a micro batch's "
+            "activations across devices)"
+        )
+        if memory.scores:
+            missing += " and fused attention"
+    return (
+        f"{memory.fixed * per_device:.1f} GiB per device at any node count ({parts}), "
+        f"{usable_gib:.1f} GiB usable; the runtime lacks {missing}"
+    )
+
+
 def _training_option(
     work: Workload,
     pool: PoolType,
     dpn: int,
-    ranks: int,
+    holders: int,
     rank_budget: float,
     ac: bool,
+    memory: TrainingMemory,
     tokens_per_device: float,
     hours_left: float | None,
     *,
@@ -385,14 +446,42 @@ def _training_option(
     multi_node: float,
     widest: int,
 ) -> Option | None:
-    fixed = work.rank_bytes[1 if ac else 0]
-    usable_gib = rank_budget * ranks / dpn / GIB
+    fixed, state = memory.fixed, memory.sharded
+    processes = pool.processes_per_pod(dpn, "train")
+    usable_gib = rank_budget * holders / dpn / GIB
+    row = pool.capability.training
+    max_nodes = row.max_nodes if row is not None else None
+    too_many = "" if max_nodes is None else f"{pool.line} trains on at most {max_nodes} node(s) per job"
+    if too_many and row is not None:
+        too_many += f" ({row.max_nodes_why})"
     if rank_budget <= fixed:  # the per-rank working set alone exceeds the device: no node count helps
         nodes = work.nodes or 1
-        need_gib = fixed * ranks / dpn / GIB
-        return Option(Stage.MEMORY, dpn, nodes, ranks, ac, need_gib, usable_gib, unshardable=True)
-    # Nodes to hold the sharded state: state / (nodes x ranks) + fixed <= budget.
-    fit_nodes = math.ceil(work.state_bytes / (ranks * (rank_budget - fixed)))
+        need_gib = fixed * holders / dpn / GIB
+        detail = _unshardable(memory, holders, dpn, usable_gib)
+        if too_many and nodes > (max_nodes or 0):
+            return Option(
+                Stage.UNSUPPORTED, dpn, nodes, processes, ac, need_gib, usable_gib,
+                holders_per_pod=holders, detail=f"{nodes} nodes: {too_many}; and {detail}",
+            )  # fmt: skip
+        return Option(
+            Stage.MEMORY, dpn, nodes, processes, ac, need_gib, usable_gib,
+            unshardable=True, holders_per_pod=holders, detail=detail,
+        )  # fmt: skip
+    # Nodes to hold the sharded state: state / (nodes x holders) + fixed <= budget.
+    fit_nodes = math.ceil(state / (holders * (rank_budget - fixed)))
+    wanted = work.nodes or fit_nodes
+    if max_nodes is not None and wanted > max_nodes:
+        need_gib = memory.per_holder(wanted * holders) * holders / dpn / GIB
+        fits = (
+            f"{wanted} nodes would hold the model"
+            if need_gib <= usable_gib
+            else (f"{wanted} nodes would still need {need_gib:.1f} GiB per device, {usable_gib:.1f} usable")
+        )
+        detail = f"{fits}, but {too_many}"
+        return Option(
+            Stage.UNSUPPORTED, dpn, wanted, processes, ac, need_gib, usable_gib,
+            holders_per_pod=holders, detail=detail,
+        )  # fmt: skip
     node_speed = dpn * tokens_per_device * (CHECKPOINTING_SPEEDUP if ac else 1.0)
     deadline_nodes = 1
     if hours_left is not None:
@@ -404,17 +493,19 @@ def _training_option(
         nodes = base = work.nodes
     else:
         base = max(1, fit_nodes, deadline_nodes)
+        if max_nodes is not None:
+            base = min(base, max_nodes)  # more nodes than the line runs cannot help the deadline
         if base > 1 and dpn < widest and work.devices_per_node is None:
             return None  # spanning nodes takes whole nodes; the widest count covers it
-        nodes = _batch_nodes(work, ranks, base)
+        nodes = _batch_nodes(work, holders, base)
     # On cpu pools a device is a worker slot and ranks of one job may share a node (see the engine).
     needed = math.ceil(nodes * dpn / pool.devices_per_node) if pool.family == "cpu" else nodes
-    sizes = {"nodes_needed": needed, "fit_nodes": fit_nodes, "base_nodes": base}
-    if work.batch_size % (nodes * ranks * work.micro_batch):
-        return Option(Stage.BATCH, dpn, nodes, ranks, ac, **sizes)
-    need_gib = (work.state_bytes / (nodes * ranks) + fixed) * ranks / dpn / GIB
+    sizes = {"nodes_needed": needed, "fit_nodes": fit_nodes, "base_nodes": base, "holders_per_pod": holders}
+    if work.batch_size % (nodes * holders * work.micro_batch):
+        return Option(Stage.BATCH, dpn, nodes, processes, ac, **sizes)
+    need_gib = memory.per_holder(nodes * holders) * holders / dpn / GIB
     if need_gib > usable_gib:
-        return Option(Stage.MEMORY, dpn, nodes, ranks, ac, need_gib, usable_gib, **sizes)
+        return Option(Stage.MEMORY, dpn, nodes, processes, ac, need_gib, usable_gib, **sizes)
     tps = nodes * node_speed * (multi_node if nodes > 1 else 1.0)
     hours = startup + work.tokens / (tps * 3600.0) * slowdown
     price = nodes * dpn / pool.devices_per_node * pool.price_per_node_hour
@@ -424,7 +515,7 @@ def _training_option(
         Stage.DEADLINE if late else Stage.OK,
         dpn,
         nodes,
-        ranks,
+        processes,
         ac,
         need_gib,
         usable_gib,
@@ -450,17 +541,24 @@ def _inference(work: Workload, pool: PoolType, defaults: Defaults) -> tuple[Opti
     counts = _device_counts(work, pool)
     if counts is None:
         return (Option(Stage.DEVICES, work.devices_per_node or 0, 0, needed=work.devices_per_node or 0),)
+    refused = pool.refusal("inference")
+    if refused is not None:
+        return (Option(Stage.UNSUPPORTED, work.devices_per_node or 0, 0, detail=refused),)
     device = pool.device
     usable_gib = device.memory_gib * defaults.usable_memory_fraction
     replicas = work.replicas
     found = []
     for dpn in counts:
-        ranks = pool.processes_per_pod(dpn)
+        degree = pool.tensor_parallel(dpn)
         nodes = -(-replicas // (pool.devices_per_node // dpn))
-        need_gib = (work.weights_bytes + work.kv_bytes) * INFERENCE_OVERHEAD / dpn / GIB
+        need_gib = _inference_need_gib(work, pool, dpn, degree)
+        if need_gib is None:
+            detail = _no_split(work, pool, degree)
+            found.append(Option(Stage.UNSUPPORTED, dpn, replicas, degree, nodes_needed=nodes, detail=detail))
+            continue
         if need_gib > usable_gib:
             found.append(
-                Option(Stage.MEMORY, dpn, replicas, ranks, False, need_gib, usable_gib, nodes_needed=nodes)
+                Option(Stage.MEMORY, dpn, replicas, degree, False, need_gib, usable_gib, nodes_needed=nodes)
             )
             continue
         # A decode step reads the weights and the live KV cache once, and computes one token per sequence.
@@ -478,7 +576,7 @@ def _inference(work: Workload, pool: PoolType, defaults: Defaults) -> tuple[Opti
                 Stage.THROUGHPUT if slow else Stage.OK,
                 dpn,
                 replicas,
-                ranks,
+                degree,
                 False,
                 need_gib,
                 usable_gib,
@@ -492,3 +590,24 @@ def _inference(work: Workload, pool: PoolType, defaults: Defaults) -> tuple[Opti
             )
         )
     return tuple(found)
+
+
+def _inference_need_gib(work: Workload, pool: PoolType, dpn: int, degree: int) -> float | None:
+    """GiB per device of one replica on `dpn` devices at the engine's `degree` (None: it cannot split)."""
+    row = pool.capability.serving
+    assert row is not None
+    held = inference_rank_bytes(
+        work.shape, row, degree, max_batch=work.max_batch, context_length=work.context_length
+    )
+    if held is None:
+        return None
+    return sum(held) * INFERENCE_OVERHEAD * degree / dpn / GIB
+
+
+def _no_split(work: Workload, pool: PoolType, degree: int) -> str:
+    shape, row = work.shape, pool.capability.serving
+    engine = row.engine if row else pool.line
+    return (
+        f"{engine} cannot split {shape.heads} heads, {shape.kv_heads} KV heads and an MLP of "
+        f"{shape.intermediate} into {degree} tensor-parallel ranks"
+    )
