@@ -83,9 +83,11 @@ def test_training_memory_follows_the_rows_sharding_attention_and_precision() -> 
     ) == (0, state)
     zero1 = mem(replace(base, sharding="optimizer"))
     assert (zero1.sharded, zero1.replicated) == (8 * shape.parameters, 8 * shape.parameters)
+    # Materialised scores (fp32 softmax + its bf16 copy) of the one layer recomputed at a time.
     eager = mem(replace(base, attention="materialized"))
-    assert eager.scores == shape.heads * 2048**2 * (4 + 2)  # fp32 softmax + its bf16 copy, one layer
-    assert eager.activations - eager.scores == mem(base).activations
+    assert eager.scores == llama.RECOMPUTE_FACTOR * shape.heads * 2048**2 * (4 + 2)
+    assert eager.recompute - eager.scores == pytest.approx(mem(base).recompute)
+    assert eager.activations == mem(base).activations
     unchunked = mem(replace(base, chunked_loss=False))
     assert unchunked.logits == 2 * mem(base).logits  # 2048 positions instead of 1024
     # A line that computes in fp32 whatever the job asks (cpu) is sized in fp32.

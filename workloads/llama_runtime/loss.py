@@ -25,7 +25,8 @@ Checkpoint = Callable[..., torch.Tensor]
 
 def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logits = F.linear(hidden, weight)
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum")
+    wide = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
+    return F.cross_entropy(wide.flatten(0, 1), labels.flatten(), reduction="sum")
 
 
 def chunked_cross_entropy(
@@ -38,7 +39,7 @@ def chunked_cross_entropy(
     """Mean cross-entropy of `hidden @ weight.T` ([batch, seq, vocab] never built) against `labels`."""
     recompute = recompute or partial(checkpoint, use_reentrant=False)
     seq = hidden.shape[1]
-    total = hidden.new_zeros((), dtype=torch.float32)
+    total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
     for start in range(0, seq, chunk):
         stop = min(start + chunk, seq)
         total = total + recompute(_chunk_loss, hidden[:, start:stop], weight, labels[:, start:stop])

@@ -57,15 +57,26 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, backend: Bac
 @dataclass
 class Peak:
     """One rank's peak bytes: `total` at its highest, `at_peak` the categories then, `each` every
-    category's own maximum over the run."""
+    category's own maximum over the run, `groups` each of GROUPS' highest sum at one moment."""
 
     total: int = 0
     at_peak: dict[str, int] = field(default_factory=dict)
     each: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
 
-    def group(self, name: str, *, own_max: bool = True) -> int:
-        source = self.each if own_max else self.at_peak
-        return sum(source.get(category, 0) for category in GROUPS[name])
+    def group(self, name: str) -> int:
+        return self.groups.get(name, 0)
+
+    def record(self, categories: dict[str, int]) -> None:
+        total = categories.get("Total", 0)
+        named = {k: v for k, v in categories.items() if k != "Total"}
+        if total > self.total:
+            self.total, self.at_peak = total, named
+        for name, value in named.items():
+            self.each[name] = max(self.each.get(name, 0), value)
+        for group, members in GROUPS.items():
+            held = sum(named.get(m, 0) for m in members)
+            self.groups[group] = max(self.groups.get(group, 0), held)
 
 
 class PeakTracker:
@@ -80,13 +91,8 @@ class PeakTracker:
         peak = self.peak
 
         def record(snapshot: dict[Any, dict[Any, int]]) -> None:
-            for categories in snapshot.values():
-                named = {str(getattr(k, "value", k)): v for k, v in categories.items()}
-                total = named.pop("Total", 0)
-                if total > peak.total:
-                    peak.total, peak.at_peak = total, dict(named)
-                for name, value in named.items():
-                    peak.each[name] = max(peak.each.get(name, 0), value)
+            for categories in snapshot.values():  # one device per rank here
+                peak.record({str(getattr(k, "value", k)): v for k, v in categories.items()})
 
         base: type[Any] = FSDPMemTracker if isinstance(model, FSDPModule) else MemTracker
 

@@ -185,7 +185,8 @@ class Trainer:
             losses.append(loss)
             if len(losses) == 1 and rank == 0:  # optimizer state exists now: what this rank really holds
                 held = state_bytes(self.model, self.optimizer, self.backend)
-                self.log.info("memory", state_bytes=held.total)
+                first = next(iter(self.model.parameters()))
+                self.log.info("memory", state_bytes=held.total, layout=self.backend.layout(first))
             # This process's first step includes compilation and allocator warmup: keep it out of the rate.
             if len(losses) > 1:
                 durations.append(elapsed)

@@ -206,7 +206,7 @@ class Option:
                 return f"needs {self.needed} nodes, {pool} can have {int(self.limit)}"
             case Stage.BATCH:
                 return f"global batch does not split evenly over the {self.pods * self.holders_per_pod} ranks"
-            case Stage.MEMORY if self.unshardable:
+            case Stage.MEMORY if self.detail:  # unshardable, or beyond the runtime line's node limit
                 return self.detail
             case Stage.MEMORY if self.needed > self.limit:
                 return f"needs {self.needed} nodes to hold the model, {pool} can have {int(self.limit)}"
@@ -390,10 +390,13 @@ def _training(
     return tuple(found)
 
 
-def _training_memory(work: Workload, pool: PoolType, ac: bool) -> TrainingMemory:
-    """Per shard holder, as the pool's runtime line shards, computes and chunks (its capability row)."""
+def _training_memory(work: Workload, pool: PoolType, ac: bool, *, fused: bool = False) -> TrainingMemory:
+    """Per shard holder, as the pool's runtime line shards, computes and chunks (its capability row);
+    `fused`: as it would with fused attention."""
     row = pool.capability.training
     assert row is not None
+    if fused:
+        row = replace(row, attention="fused")
     return training_memory(
         work.shape,
         row,
@@ -404,18 +407,27 @@ def _training_memory(work: Workload, pool: PoolType, ac: bool) -> TrainingMemory
     )
 
 
-def _unshardable(memory: TrainingMemory, holders: int, dpn: int, usable_gib: float) -> str:
+def _unshardable(
+    work: Workload,
+    pool: PoolType,
+    memory: TrainingMemory,
+    holders: int,
+    dpn: int,
+    usable_gib: float,
+    ac: bool,
+) -> str:
     """Why no node count fits, and the capability the runtime would need for it to."""
     per_device = holders / dpn / GIB
     terms = {
         "gathered layers": memory.gathered,
-        "activations": memory.activations - memory.scores,
-        "attention scores": memory.scores,
-        "loss logits": memory.logits,
+        "activations kept": memory.activations,
+        "backward working set": memory.working,
+        "of which attention scores": memory.scores,
         "replicated state": memory.replicated,
     }
     parts = ", ".join(f"{name} {v * per_device:.1f}" for name, v in terms.items() if v * per_device >= 0.05)
-    if memory.scores and (memory.fixed - memory.scores) * per_device < usable_gib:
+    fused = _training_memory(work, pool, ac, fused=True) if memory.scores else memory
+    if memory.scores and fused.fixed * per_device < usable_gib:
         missing = "fused (flash) attention on this line (it keeps each layer's attention scores)"
     else:
         missing = (
@@ -457,7 +469,7 @@ def _training_option(
     if rank_budget <= fixed:  # the per-rank working set alone exceeds the device: no node count helps
         nodes = work.nodes or 1
         need_gib = fixed * holders / dpn / GIB
-        detail = _unshardable(memory, holders, dpn, usable_gib)
+        detail = _unshardable(work, pool, memory, holders, dpn, usable_gib, ac)
         if too_many and nodes > (max_nodes or 0):
             return Option(
                 Stage.UNSUPPORTED, dpn, nodes, processes, ac, need_gib, usable_gib,
@@ -469,18 +481,22 @@ def _training_option(
         )  # fmt: skip
     # Nodes to hold the sharded state: state / (nodes x holders) + fixed <= budget.
     fit_nodes = math.ceil(state / (holders * (rank_budget - fixed)))
-    wanted = work.nodes or fit_nodes
-    if max_nodes is not None and wanted > max_nodes:
-        need_gib = memory.per_holder(wanted * holders) * holders / dpn / GIB
-        fits = (
-            f"{wanted} nodes would hold the model"
-            if need_gib <= usable_gib
-            else (f"{wanted} nodes would still need {need_gib:.1f} GiB per device, {usable_gib:.1f} usable")
-        )
-        detail = f"{fits}, but {too_many}"
+    if max_nodes is not None and work.nodes is not None and work.nodes > max_nodes:
+        need_gib = memory.per_holder(work.nodes * holders) * holders / dpn / GIB
+        fits = f"{work.nodes} nodes would hold the model"
+        if need_gib > usable_gib:
+            fits = (
+                f"{work.nodes} nodes would still need {need_gib:.1f} GiB per device, {usable_gib:.1f} usable"
+            )
         return Option(
-            Stage.UNSUPPORTED, dpn, wanted, processes, ac, need_gib, usable_gib,
-            holders_per_pod=holders, detail=detail,
+            Stage.UNSUPPORTED, dpn, work.nodes, processes, ac, need_gib, usable_gib,
+            holders_per_pod=holders, detail=f"{fits}, but {too_many}",
+        )  # fmt: skip
+    if max_nodes is not None and fit_nodes > max_nodes:  # like a pool's node limit, but the runtime's
+        return Option(
+            Stage.MEMORY, dpn, fit_nodes, processes, ac, fit_nodes=fit_nodes, needed=fit_nodes,
+            limit=max_nodes, holders_per_pod=holders,
+            detail=f"needs {fit_nodes} nodes to hold the model, and {too_many}",
         )  # fmt: skip
     node_speed = dpn * tokens_per_device * (CHECKPOINTING_SPEEDUP if ac else 1.0)
     deadline_nodes = 1
@@ -493,8 +509,11 @@ def _training_option(
         nodes = base = work.nodes
     else:
         base = max(1, fit_nodes, deadline_nodes)
-        if max_nodes is not None:
-            base = min(base, max_nodes)  # more nodes than the line runs cannot help the deadline
+        if max_nodes is not None and base > max_nodes:  # the deadline needs more nodes than the line runs
+            return Option(
+                Stage.DEADLINE, dpn, max_nodes, processes, ac, nodes_needed=max_nodes, fit_nodes=fit_nodes,
+                base_nodes=base, needed=base, limit=max_nodes, holders_per_pod=holders,
+            )  # fmt: skip
         if base > 1 and dpn < widest and work.devices_per_node is None:
             return None  # spanning nodes takes whole nodes; the widest count covers it
         nodes = _batch_nodes(work, holders, base)

@@ -33,6 +33,9 @@ LOGIT_FP32_BYTES = LOGIT_BYTES - 2
 LAYER_HIDDEN, LAYER_KV, LAYER_MLP = 8, 2, 4
 # Outside the layers: the embedding output and the final norm's input and output.
 OUTER_HIDDEN = 3
+# A recomputed layer's activations plus the gradients flowing through it, in units of its activations
+# (measured 1.4-1.5, docs/memory.md).
+RECOMPUTE_FACTOR = 1.5
 # Fraction of the KV cache counted in a decode step's memory traffic (a half-full cache on average).
 KV_TRAFFIC = 0.5
 
@@ -121,23 +124,30 @@ class TrainingMemory:
     replicated: float
     """State every holder keeps whole (all of it when the row replicates)."""
     gathered: float
-    """The root's parameters and two decoder layers unsharded at a time (FSDP2's prefetch), with one
-    layer's full fp32 gradient before its reduce-scatter."""
+    """Unsharded at a time: the root's parameters and gradient, and one decoder layer's all-gather
+    buffer, parameters, gradient and reduce-scatter buffer (measured: docs/memory.md)."""
     activations: float
-    """Saved for backward by one micro batch: every layer's (or, with checkpointing, each layer's input
-    and one layer recomputed), attention scores where materialised, embeddings and the final norm."""
+    """Kept from forward to backward by one micro batch: every layer's activations (with checkpointing,
+    only each layer's input), the embeddings and final norm, and materialised scores of kept layers."""
     logits: float
-    """One loss chunk's logits, their fp32 copy and gradient (the full sequence without chunking)."""
+    """One loss chunk's logits, their fp32 log-softmax and gradients, at the start of backward."""
+    recompute: float = 0.0
+    """With checkpointing, a recomputed layer and the gradients through it, later in backward."""
     scores: float = 0.0
-    """The part of `activations` that is materialised attention scores."""
+    """Of `activations` and `recompute`, the materialised attention scores."""
 
     def per_holder(self, holders: int) -> float:
         return self.sharded / max(holders, 1) + self.fixed
 
     @property
+    def working(self) -> float:
+        """Backward's transient peak: the loss chunk first, then (checkpointing) one recomputed layer."""
+        return max(self.logits, self.recompute)
+
+    @property
     def fixed(self) -> float:
         """What no number of holders shrinks."""
-        return self.replicated + self.gathered + self.activations + self.logits
+        return self.replicated + self.gathered + self.activations + self.working
 
 
 def training_memory(
@@ -161,24 +171,28 @@ def training_memory(
     else:
         sharded, replicated = 0.0, state
     root = shape.parameters - shape.layers * shape.layer_parameters
-    gathered = 0.0
-    if row.sharding == "full":
-        gathered = (root + 2 * shape.layer_parameters) * el + shape.layer_parameters * 4
+    layer_params = shape.layer_parameters
+    # FSDP2 keeps the root (embeddings, final norm, head) unsharded all step, and its gradient from the
+    # loss on; a layer is at once all-gathered, unsharded, and its gradient unsharded and reduce-scattered.
+    gathered = ((2 * root + 4 * layer_params) * el) if row.sharding == "full" else 0.0
     tokens = micro_batch * sequence_length
-    layer = (LAYER_HIDDEN * shape.hidden + LAYER_KV * shape.kv_width + LAYER_MLP * shape.intermediate) * el
+    per_token = LAYER_HIDDEN * shape.hidden + LAYER_KV * shape.kv_width + LAYER_MLP * shape.intermediate
+    layer = float(tokens * per_token * el)
     scores = 0.0
     if row.attention == "materialized":
         # The fp32 softmax of [micro, heads, seq, seq] and (below fp32) its copy in compute dtype.
         scores = float(micro_batch * shape.heads * sequence_length**2 * (4 + (el if el < 4 else 0)))
-    if activation_checkpointing:  # each layer's input, and one layer recomputed at a time
-        activations = tokens * (shape.layers * shape.hidden * el + layer) + scores
+    outer = tokens * OUTER_HIDDEN * shape.hidden * el
+    if activation_checkpointing:
+        activations = tokens * shape.layers * shape.hidden * el + outer
+        recompute = RECOMPUTE_FACTOR * (layer + scores)
+        scores *= RECOMPUTE_FACTOR
     else:
         scores *= shape.layers
-        activations = shape.layers * tokens * layer + scores
-    activations += tokens * OUTER_HIDDEN * shape.hidden * el
+        activations, recompute = shape.layers * layer + scores + outer, 0.0
     positions = min(sequence_length, LOSS_CHUNK) if row.chunked_loss else sequence_length
     logits = micro_batch * positions * shape.vocab * (el + LOGIT_FP32_BYTES)
-    return TrainingMemory(sharded, replicated, gathered, activations, logits, scores)
+    return TrainingMemory(sharded, replicated, gathered, activations, logits, recompute, scores)
 
 
 def inference_replica_bytes(

@@ -83,6 +83,11 @@ class Backend:
         """Activation checkpointing of one call (the chunked loss): recompute `fn` in backward."""
         return checkpoint(fn, *args, use_reentrant=False)  # type: ignore[arg-type]
 
+    def layout(self, tensor: torch.Tensor) -> str:
+        """How `tensor` is laid out over the shard holders, for the logs (FSDP2: "S(0)")."""
+        placements = getattr(tensor, "placements", None)
+        return ",".join(map(str, placements)) if placements else "whole"
+
     def shard_like(self, tensor: torch.Tensor, param: torch.Tensor) -> None:
         """Give optimizer state created for `param` the same sharding (FSDP2's zeros_like already has)."""
 

@@ -120,7 +120,7 @@ class XlaBackend(Backend):
         # torch_xla's variant puts an optimization barrier around it.
         import torch_xla.utils.checkpoint as xla_checkpoint
 
-        return xla_checkpoint.checkpoint(fn, *args, use_reentrant=False)  # type: ignore[no-any-return]
+        return xla_checkpoint.checkpoint(fn, *args)  # type: ignore[no-any-return]  (reentrant only)
 
     def local_nbytes(self, tensor: torch.Tensor) -> int:
         """The largest shard's bytes, from the annotation's tile counts (no copy to the host)."""
@@ -133,6 +133,9 @@ class XlaBackend(Backend):
     def sharding_spec(self, tensor: torch.Tensor) -> str:
         """The XLA sharding annotation, e.g. {devices=[4,1]0,1,2,3}."""
         return str(self._torch_xla._XLAC._get_xla_sharding_spec(tensor))
+
+    def layout(self, tensor: torch.Tensor) -> str:
+        return self.sharding_spec(tensor) or "whole"
 
     def optimizer_step(
         self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], max_norm: float
