@@ -280,6 +280,8 @@ class LlamaJobStatus(StatusModel):
     devices_per_node: int | None = None
     devices: int | None = None
     """Devices in use in total."""
+    engine: str | None = None
+    """What serves an inference job on its pool: llama-runtime, vllm or nxd-inference."""
     node_names: list[str] = Field(default_factory=list)
     price_per_hour: float | None = None
     estimated_cost: float | None = None
