@@ -58,6 +58,9 @@ def container_env(pod: dict[str, Any], **plugin: str) -> dict[str, str]:
     for e in c["env"]:
         if "value" in e:
             env[e["name"]] = e["value"]
+        elif "resourceFieldRef" in e["valueFrom"]:  # the kubelet rounds requests.cpu up to whole cores
+            cpu = c["resources"]["requests"][e["valueFrom"]["resourceFieldRef"]["resource"].split(".")[1]]
+            env[e["name"]] = str(-(-int(cpu.removesuffix("m")) // 1000)) if cpu.endswith("m") else cpu
         else:
             env[e["name"]] = pod["metadata"][e["valueFrom"]["fieldRef"]["fieldPath"].split(".")[1]]
     return env | plugin
@@ -210,7 +213,7 @@ def test_cuda_training_runs_one_process_per_gpu_it_sees() -> None:
         plan_train(["--nproc_per_node=2"], container_env(pod), Given(gpus=8), PY)
 
 
-def test_cpu_serving_spans_the_pods_slots_with_tensor_parallelism() -> None:
+def test_cpu_serving_spans_the_pods_slots_with_tensor_parallelism(tmp_path: Path) -> None:
     plan = base(accelerator="xeon-8vcpu", devices_per_pod=2, cpu_request="16000m")
     pod = render_pod(plan, 0)
     (c,) = pod["spec"]["containers"]
@@ -222,6 +225,9 @@ def test_cpu_serving_spans_the_pods_slots_with_tensor_parallelism() -> None:
         *TORCHRUN, "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "llama_runtime", "serve",
     ]  # fmt: skip
     assert (launch.tensor_parallel, launch.env) == (2, {"OMP_NUM_THREADS": "8"})
+    # The pod's CPU request (downward API) bounds the threads when the node has more cores.
+    assert env[contract.CPUS] == "16"
+    assert detect(env, tmp_path / "dev", tmp_path / "cgroup").cpus <= 16
     one = plan_serve([], container_env(render_pod(base(devices_per_pod=1), 0)), Given(cpus=8), PY)
     assert one.argv == [PY, "-m", "llama_runtime", "serve"] and one.tensor_parallel == 1
 
@@ -251,6 +257,7 @@ def test_detect_counts_device_nodes_and_the_cgroup_cpu_limit(tmp_path: Path) -> 
     assert (given.gpus, given.neuron_devices, given.neuron_cores) == (2, 2, (12, 13, 14, 15))
     assert given.cpus <= 12
     assert detect({"CUDA_VISIBLE_DEVICES": "GPU-a"}, dev, cgroup).gpus == 1
+    assert detect({contract.CPUS: "1"}, dev, cgroup).cpus == 1
     assert detect({}, tmp_path / "none", cgroup).neuron_cores is None
 
 
@@ -261,3 +268,32 @@ def test_a_neuron_container_given_other_cores_than_placed_is_refused() -> None:
         hardware("neuron", env, Given(neuron_devices=2, neuron_cores=(0, 1, 2, 3)))
     with pytest.raises(UserError, match="no /dev/neuron"):
         hardware("neuron", env, Given())
+
+
+def test_the_job_status_and_every_candidate_name_the_engine_of_their_pool(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from llama_operator import cli
+
+    root = Path(__file__).resolve().parents[2]
+    job = str(root / "examples" / "serve-llama3-70b.yaml")
+    assert cli.main(["plan", job, "--json", "--now", "2026-06-01T00:00:00Z"]) == 0
+    (status,) = json.loads(capsys.readouterr().out)
+    engines = {"cpu": "llama-runtime", "nvidia": "vllm", "neuron": "nxd-inference"}
+    assert status["engine"] == engines[status["family"]]
+    by_accelerator = {
+        "xeon-8vcpu": "llama-runtime",
+        "h100": "vllm",
+        "a10g": "vllm",
+        "inferentia2": "nxd-inference",
+    }
+    seen = set()
+    for row in status["candidates"]:
+        if row["accelerator"] in by_accelerator:
+            assert row["note"].endswith(f"served by {by_accelerator[row['accelerator']]}"), row
+            seen.add(row["accelerator"])
+    assert seen == set(by_accelerator)
+    pools = str(root / "examples" / "pools" / "g6e-48xl-od.yaml")
+    assert cli.main(["plan", job, "--json", "--pools", pools, "--now", "2026-06-01T00:00:00Z"]) == 0
+    (on_gpu,) = json.loads(capsys.readouterr().out)
+    assert (on_gpu["outcome"], on_gpu["accelerator"], on_gpu["engine"]) == ("placed", "l40s", "vllm")

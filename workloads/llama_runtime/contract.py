@@ -32,6 +32,7 @@ SEED: Final = "LLAMAOP_SEED"
 ACCELERATOR: Final = "LLAMAOP_ACCELERATOR"  # accelerator model (trainium1, h100, ...): the capability row
 DEVICES: Final = "LLAMAOP_DEVICES"  # devices the placement gave the pod (cpu pools: worker slots)
 CORES_PER_DEVICE: Final = "LLAMAOP_CORES_PER_DEVICE"  # NeuronCores per Neuron device (trn2: logical cores)
+CPUS: Final = "LLAMAOP_CPUS"  # the pod's CPU request, whole cores (downward API): threads per process
 
 # Training.
 STEPS: Final = "LLAMAOP_STEPS"

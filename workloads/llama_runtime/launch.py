@@ -122,14 +122,23 @@ def detect(
         affinity = float(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         affinity = float(os.cpu_count() or 1)
-    limit = _cgroup_cpus(cgroup)
+    # The kubelet turns a CPU request into a share, not a limit: the operator passes the request itself.
+    limits = [v for v in (_cgroup_cpus(cgroup), _requested(env)) if v]
     return Given(
         gpus=_gpus(env, dev),
         neuron_devices=len([p for p in dev.glob("neuron*") if re.fullmatch(r"neuron\d+", p.name)]),
         neuron_cores=parse_cores(visible) if visible else None,
-        cpus=min(affinity, limit) if limit else affinity,
+        cpus=min([affinity, *limits]),
         vllm_command=shutil.which("vllm") is not None,
     )
+
+
+def _requested(env: Mapping[str, str]) -> float | None:
+    try:
+        value = float(env.get(contract.CPUS, ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

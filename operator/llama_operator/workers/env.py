@@ -38,6 +38,11 @@ def _field(name: str, path: str) -> EnvVar:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
+def _resource(name: str, resource: str) -> EnvVar:
+    """A resource of this container through the downward API (whole units, rounded up)."""
+    return {"name": name, "valueFrom": {"resourceFieldRef": {"resource": resource, "divisor": "1"}}}
+
+
 def model_value(plan: WorkerPlan) -> str:
     """A preset name as-is; explicit dimensions as compact, key-sorted JSON (stable across renders)."""
     if isinstance(plan.model, str):
@@ -174,6 +179,8 @@ def worker_env(plan: WorkerPlan) -> list[EnvVar]:
             (contract.CHECKPOINT_DIR, checkpoint_dir(plan)),
         ]
     )
+    if plan.cpu_request:
+        env.append(_resource(contract.CPUS, "requests.cpu"))
     if plan.mode == "train":
         t = plan.training
         env += _optional(
