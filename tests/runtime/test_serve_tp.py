@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,8 +14,7 @@ import pytest
 
 from llama_operator.api.job import ModelSpec
 from llama_operator.planning.llama import inference_replica_bytes, shape_of
-from tests.runtime.helpers import BASE_ARGS, ROOT, cli, free_port, run, runtime_env
-from tests.runtime.test_serve import _request
+from tests.runtime.helpers import BASE_ARGS, ROOT, cli, free_port, request, run, runtime_env, wait_healthy
 
 pytestmark = pytest.mark.runtime
 
@@ -39,19 +37,6 @@ def _start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str],
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _wait_healthy(proc: subprocess.Popen[str], url: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            if _request(url + "/healthz")[0] == 200:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"{url} not healthy within {timeout} s"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def servers(trained: dict[str, Any]) -> Iterator[dict[str, str]]:
     """The trained tiny model served alone and as a 2-rank replica started by the pod's launcher."""
@@ -62,7 +47,7 @@ def servers(trained: dict[str, Any]) -> Iterator[dict[str, str]]:
     two = _start(cli("launch", "serve", *SERVE_ARGS, *ckpt), env)
     try:
         for proc, url in (one, two):
-            _wait_healthy(proc, url)
+            wait_healthy(proc, url, 300)
         yield {"tp1": one[1], "tp2": two[1]}
     finally:
         for proc, _ in (one, two):
@@ -74,7 +59,7 @@ def servers(trained: dict[str, Any]) -> Iterator[dict[str, str]]:
 
 
 def _complete(url: str, prompt: str, **extra: Any) -> str:
-    code, doc = _request(
+    code, doc = request(
         url + "/v1/completions", {"prompt": prompt, "max_tokens": 24, "temperature": 0} | extra
     )
     assert code == 200, doc
@@ -93,7 +78,7 @@ def test_tp2_gives_the_same_greedy_completions_as_tp1(servers: dict[str, str]) -
         "max_tokens": 16,
         "temperature": 0,
     }
-    chat_one, chat_two = (_request(servers[k] + "/v1/chat/completions", chat) for k in ("tp1", "tp2"))
+    chat_one, chat_two = (request(servers[k] + "/v1/chat/completions", chat) for k in ("tp1", "tp2"))
     assert chat_one[0] == chat_two[0] == 200
     assert chat_one[1]["choices"][0]["message"]["content"] == chat_two[1]["choices"][0]["message"]["content"]
     # Not only the argmax: with the same seed, sampling from the whole distribution agrees too (rank 0
@@ -106,14 +91,14 @@ def test_tp2_gives_the_same_greedy_completions_as_tp1(servers: dict[str, str]) -
 
 
 def test_tp2_answers_health_and_metrics_like_one_process(servers: dict[str, str]) -> None:
-    assert _request(servers["tp2"] + "/healthz") == (200, {"status": "ok"})
-    code, text = _request(servers["tp2"] + "/metrics")
+    assert request(servers["tp2"] + "/healthz") == (200, {"status": "ok"})
+    code, text = request(servers["tp2"] + "/metrics")
     assert code == 200 and 'llamaop_serve_requests_total{code="200",endpoint="/v1/completions"}' in text
     generated = [
         line for line in text.splitlines() if line.startswith("llamaop_serve_generated_tokens_total ")
     ]
     assert generated and float(generated[0].split()[-1]) > 0
-    assert _request(servers["tp2"] + "/v1/completions", {"prompt": 3})[0] == 400
+    assert request(servers["tp2"] + "/v1/completions", {"prompt": 3})[0] == 400
 
 
 def _probe(world: int, cases: dict[str, list[str]]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from llama_operator.workers import (
     TRN1,
     TRN2,
     InferenceSettings,
+    NeuronSettings,
     WorkerPlan,
     render_pod,
     render_worker_objects,
@@ -155,40 +156,37 @@ def test_two_serving_replicas_sharing_an_inf2_48xlarge_claim_no_specific_cores(t
     assert launches[0].argv == launches[1].argv
 
 
-def test_neuron_training_starts_what_the_capability_row_says_per_core_or_per_pod() -> None:
-    # trainium2 runs TorchNeuron, one process per (logical) core; trainium1 the XLA line's row.
-    trn2 = base(
+def neuron_training(
+    accelerator: str, settings: NeuronSettings, cores: str
+) -> tuple[list[str], dict[str, str]]:
+    """The launcher's arguments and the container's environment of a 16-device Neuron training pod."""
+    plan = base(
         mode="train",
         backend="neuron",
-        accelerator="trainium2",
+        accelerator=accelerator,
         devices_per_pod=16,
         resource_name=NEURON_RESOURCE,
-        neuron=TRN2,
+        neuron=settings,
         inference=InferenceSettings(),
     )
-    pod = render_pod(trn2, 0)
-    env = container_env(pod, NEURON_RT_VISIBLE_CORES="0-63")
+    pod = render_pod(plan, 0)
+    return command(pod)[5:], container_env(pod, NEURON_RT_VISIBLE_CORES=cores)
+
+
+def test_neuron_training_starts_what_the_capability_row_says_per_core_or_per_pod() -> None:
+    # trainium2 runs TorchNeuron, one process per (logical) core; trainium1 the XLA line's row.
+    args, env = neuron_training("trainium2", TRN2, "0-63")
     assert capability("neuron", "trainium2").training.processes == "per-core"  # type: ignore[union-attr]
-    launch = plan_train(command(pod)[5:], env, Given(neuron_devices=16, neuron_cores=tuple(range(64))), PY)
+    launch = plan_train(args, env, Given(neuron_devices=16, neuron_cores=tuple(range(64))), PY)
     assert launch.argv == [
         *TORCHRUN, "--nnodes=1", "--node_rank=0", "--master_addr=127.0.0.1", "--master_port=29500",
         "--nproc_per_node=64", "-m", "llama_runtime", "train",
     ]  # fmt: skip
-    trn1 = base(
-        mode="train",
-        backend="neuron",
-        accelerator="trainium1",
-        devices_per_pod=16,
-        resource_name=NEURON_RESOURCE,
-        neuron=TRN1,
-        inference=InferenceSettings(),
-    )
-    pod = render_pod(trn1, 0)
-    env = container_env(pod, NEURON_RT_VISIBLE_CORES="0-31")
+    args, env = neuron_training("trainium1", TRN1, "0-31")
     row = capability("neuron", "trainium1").training
     assert row is not None
     want = {"per-pod": 1, "per-core": 32, "per-device": 16}[row.processes]
-    launch = plan_train(command(pod)[5:], env, Given(neuron_devices=16, neuron_cores=tuple(range(32))), PY)
+    launch = plan_train(args, env, Given(neuron_devices=16, neuron_cores=tuple(range(32))), PY)
     assert f"--nproc_per_node={want}" in launch.argv
 
 
