@@ -43,6 +43,7 @@ READS: Final = frozenset(
         contract.DEVICES,
         contract.CORES_PER_DEVICE,
         contract.CONTEXT_LENGTH,
+        contract.CPUS,
     }
 )
 """Contract variables read here rather than by config.py."""

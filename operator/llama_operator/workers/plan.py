@@ -310,11 +310,3 @@ class WorkerPlan:
     def replicas(self) -> int:
         """Pods in this attempt: training nodes or inference replicas."""
         return len(self.node_names)
-
-    @property
-    def neuron_cores_per_pod(self) -> int:
-        """NeuronCores one pod is given (logical cores on trn2); 0 off Neuron. Which ones is the device
-        plugin's choice, so the pod counts them at start (`llama_runtime launch`) and sets none."""
-        if self.backend != "neuron" or self.neuron is None:
-            return 0
-        return self.devices_per_pod * self.neuron.logical_cores_per_device

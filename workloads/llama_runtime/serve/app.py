@@ -2,6 +2,9 @@
 
 GET /healthz (200 once the model is loaded, 503 before), GET /metrics, GET /v1/models,
 POST /v1/completions and /v1/chat/completions. The port listens at once so probes see "loading".
+
+Under torchrun the replica is tensor parallel: rank 0 runs this server and the engine's batching; the
+other ranks load their shards and follow rank 0's batches (serve/group.py), with no HTTP of their own.
 """
 
 from __future__ import annotations

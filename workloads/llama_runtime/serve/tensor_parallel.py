@@ -82,7 +82,13 @@ def expand_plan(model: nn.Module, patterns: dict[str, str]) -> dict[str, str]:
 def shard(model: nn.Module, mesh: torch.distributed.device_mesh.DeviceMesh) -> Layout:
     """Splits a meta model over `mesh` (1-D, this replica's ranks) and says which slice this rank keeps."""
     from torch.distributed.tensor import DTensor, Shard
-    from transformers.distributed.tensor_parallel import apply_tensor_parallelism
+
+    try:
+        from transformers.distributed.tensor_parallel import apply_tensor_parallelism
+    except ImportError:
+        raise UserError(
+            "tensor-parallel serving needs transformers 5 with transformers.distributed (the images pin 5.2x)"
+        ) from None
 
     config = model.config
     degree, rank = mesh.size(), mesh.get_local_rank()
