@@ -295,3 +295,8 @@ def test_the_job_status_and_every_candidate_name_the_engine_of_their_pool(
     assert cli.main(["plan", job, "--json", "--pools", pools, "--now", "2026-06-01T00:00:00Z"]) == 0
     (on_gpu,) = json.loads(capsys.readouterr().out)
     assert (on_gpu["outcome"], on_gpu["accelerator"], on_gpu["engine"]) == ("placed", "l40s", "vllm")
+
+
+def test_launch_needs_a_concrete_backend() -> None:
+    with pytest.raises(UserError, match="cpu, cuda or neuron, not 'auto'"):
+        plan_serve([], {contract.BACKEND: "auto"}, Given(), PY)

@@ -208,8 +208,9 @@ def hardware(backend: str, env: Mapping[str, str], given: Given) -> Hardware:
 
 
 def _row(backend: str, env: Mapping[str, str]) -> Capability:
-    accelerator = env.get(contract.ACCELERATOR, "")
-    return capability(FAMILIES[backend], accelerator)
+    if backend not in FAMILIES:
+        raise UserError(f"launch needs {contract.BACKEND} cpu, cuda or neuron, not {backend!r}")
+    return capability(FAMILIES[backend], env.get(contract.ACCELERATOR, ""))
 
 
 def _threads(env: Mapping[str, str], given: Given, processes: int) -> dict[str, str]:

@@ -60,7 +60,7 @@ def write_config(kwargs: dict[str, Any], dst: Path, dtype: str) -> None:
     from transformers import LlamaConfig
 
     config = LlamaConfig(**kwargs)
-    config.torch_dtype = dtype
+    config.dtype = dtype
     config.architectures = ["LlamaForCausalLM"]
     dst.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(str(dst))
