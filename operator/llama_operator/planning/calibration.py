@@ -74,6 +74,8 @@ class Point:
     arch: Arch
     device: Accelerator
     measured: float
+    group: str
+    """The accelerator whose fitted term this one shares (`twin`)."""
 
     @property
     def mode(self) -> Mode:
@@ -94,7 +96,13 @@ def points(catalog: Catalog) -> list[Point]:
     if catalog.measurements is None:
         return []
     return [
-        Point(m, arch_of(m.model, catalog), catalog.accelerators[m.accelerator], m.value())
+        Point(
+            m,
+            arch_of(m.model, catalog),
+            catalog.accelerators[m.accelerator],
+            m.value(),
+            twin(m.accelerator, catalog),
+        )
         for m in catalog.measurements.measurements
     ]
 
@@ -190,6 +198,17 @@ _TERMS: dict[Mode, tuple[str, ...]] = {"train": ("t",), "inference": ("b", "c")}
 _RETENTION: dict[Mode, str] = {"train": "t:nodes", "inference": "i:devices"}
 
 
+def twin(name: str, catalog: Catalog) -> str:
+    """The first accelerator of the catalog with the same specs and family: accelerators that are the same
+    silicon (trn1 and inf2 share NeuronCore-v2, peaks, bandwidth and memory) share one fitted term."""
+    device = catalog.accelerators[name]
+    return next(
+        other
+        for other, d in catalog.accelerators.items()
+        if d.family == device.family and _spec(d) == _spec(device)
+    )
+
+
 def _problem(mode: Mode, catalog: Catalog) -> _Problem:
     problem = _Problem()
     for term in _TERMS[mode]:
@@ -197,7 +216,7 @@ def _problem(mode: Mode, catalog: Catalog) -> _Problem:
         for family in sorted({a.family for a in catalog.accelerators.values()}):
             problem.add(f"{term}:f:{family}", "family")
         for name in catalog.accelerators:
-            problem.add(f"{term}:a:{name}", "accelerator")
+            problem.add(f"{term}:a:{twin(name, catalog)}", "accelerator")
         for precision in PRECISIONS[1:]:
             problem.add(f"{term}:p:{precision}", "precision")
     problem.add(_RETENTION[mode], "retention")
@@ -227,15 +246,15 @@ def _log_pred(
     retention_index = index[_RETENTION[m.mode]]
     retention = math.exp(min(theta[retention_index], 0.0))  # a node or device never adds more than itself
     if m.mode == "train":
-        lm, used = _log_efficiency("t", m.accelerator, family, precision, theta, index)
+        lm, used = _log_efficiency("t", point.group, family, precision, theta, index)
         value = predict(m, point.arch, device, TrainingSpeed(mfu=1.0), None, retention, 1.0)
         doublings = math.log2(m.nodes) if m.nodes > 1 else 0.0
         grad = dict.fromkeys(used, 1.0)
         grad[retention_index] = doublings if theta[retention_index] < 0 else 0.0
         return math.log(value) + lm, grad
 
-    lb, used_b = _log_efficiency("b", m.accelerator, family, precision, theta, index)
-    lc, used_c = _log_efficiency("c", m.accelerator, family, precision, theta, index)
+    lb, used_b = _log_efficiency("b", point.group, family, precision, theta, index)
+    lc, used_c = _log_efficiency("c", point.group, family, precision, theta, index)
 
     def f(b: float, c: float, r: float) -> float:
         speed = InferenceSpeed.model_construct(
@@ -348,7 +367,7 @@ def consistent(speeds: dict[str, AcceleratorSpeeds], catalog: Catalog) -> dict[s
     for _ in range(len(out)):
         changed = False
         for a, b in ((a, b) for a in out for b in out if a != b and dominates(devices[a], devices[b])):
-            new = _raised(out[a], out[b], devices[a], devices[b])
+            new = _raised(out[a], out[b], devices[a], devices[b], b)
             if new != out[a]:
                 out[a], changed = new, True
         if not changed:
@@ -357,28 +376,33 @@ def consistent(speeds: dict[str, AcceleratorSpeeds], catalog: Catalog) -> dict[s
 
 
 def _raised(
-    a: AcceleratorSpeeds, b: AcceleratorSpeeds, da: Accelerator, db: Accelerator
+    a: AcceleratorSpeeds, b: AcceleratorSpeeds, da: Accelerator, db: Accelerator, b_name: str
 ) -> AcceleratorSpeeds:
+    """a's speeds, raised where b (which a dominates) is faster in absolute terms."""
+    basis = dict(a.basis)
+    note = f"; raised to {b_name}'s speed, which it dominates"
     train = dict(a.train)
     for p, speed in a.train.items():
         other = b.train.get(p)
         pa, pb = da.peak(p), db.peak(p)
         if other is not None and pa and pb and speed.mfu * pa < other.mfu * pb:
             train[p] = TrainingSpeed(mfu=_rounded(other.mfu * pb / pa))
+            if p == "bf16" and note not in basis["train"]:
+                basis["train"] += note
     inference = dict(a.inference)
     for p, speed in a.inference.items():
         other = b.inference.get(p)
         pa, pb = da.peak(p), db.peak(p)
         if other is None or not pa or not pb:
             continue
-        bw = max(
-            speed.bandwidth_efficiency,
-            other.bandwidth_efficiency * db.memory_bandwidth_tbs / da.memory_bandwidth_tbs,
-        )
+        ratio = db.memory_bandwidth_tbs / da.memory_bandwidth_tbs
+        bw = max(speed.bandwidth_efficiency, other.bandwidth_efficiency * ratio)
         ce = max(speed.compute_efficiency, other.compute_efficiency * pb / pa)
         if (bw, ce) != (speed.bandwidth_efficiency, speed.compute_efficiency):
             inference[p] = InferenceSpeed(bandwidth_efficiency=_rounded(bw), compute_efficiency=_rounded(ce))
-    return AcceleratorSpeeds(train=train, inference=inference, basis=a.basis)
+            if p == "bf16" and note not in basis["inference"]:
+                basis["inference"] += note
+    return AcceleratorSpeeds(train=train, inference=inference, basis=basis)
 
 
 def _rounded(x: float) -> float:
@@ -400,11 +424,12 @@ def _speeds_for(
         if family is not None:
             total += theta[index[f"{prefix}:f:{family}"]]
         if name is not None:
-            total += theta[index[f"{prefix}:a:{name}"]]
+            total += theta[index[f"{prefix}:a:{group}"]]
         if precision != "bf16":
             total += theta[index[f"{prefix}:p:{precision}"]]
         return math.exp(total)
 
+    group = name  # already the twin
     precisions = [p for p in PRECISIONS if device is None or device.peak(p)]
     return AcceleratorSpeeds(
         train={p: TrainingSpeed(mfu=_rounded(term("train", "t", p))) for p in precisions},
@@ -420,9 +445,11 @@ def _speeds_for(
 
 
 def _basis(name: str, family: str, mode: Mode, pts: Sequence[Point], catalog: Catalog) -> str:
-    own = sum(1 for p in pts if p.mode == mode and p.measurement.accelerator == name)
+    group = twin(name, catalog)
+    own = [p for p in pts if p.mode == mode and p.group == group]
     if own:
-        return f"fit to {own} measurement(s) of {name}"
+        names = sorted({p.measurement.accelerator for p in own})
+        return f"fit to {len(own)} measurement(s) of {' and '.join(names)}"
     kin = sum(1 for p in pts if p.mode == mode and p.device.family == family)
     if kin:
         return f"no measurement of {name}: the {family} family's fit ({kin} measurement(s))"
@@ -444,7 +471,7 @@ def fit(
         fits[mode], raw[mode] = (theta, problem.index()), theta
     accelerators = {
         name: _speeds_for(
-            name,
+            twin(name, catalog),
             d.family,
             d,
             fits,

@@ -105,6 +105,8 @@ class Decision:
     """Training only: startup plus compute time."""
     est_cost: float | None = None
     est_tokens_per_second: float | None = None
+    est_tokens_per_second_per_sequence: float | None = None
+    """Inference: decode rate of one sequence."""
     cost_per_million_tokens: float | None = None
     est_finish: datetime | None = None
     candidates: tuple[Candidate, ...] = ()

@@ -259,6 +259,7 @@ class Planner:
             est_hours=option.hours,
             est_cost=option.cost,
             est_tokens_per_second=option.tokens_per_second,
+            est_tokens_per_second_per_sequence=option.tokens_per_second_per_sequence or None,
             cost_per_million_tokens=option.cost_per_million_tokens,
             est_finish=finish_time(self.now, option.hours),
             candidates=candidates,

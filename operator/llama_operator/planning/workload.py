@@ -43,6 +43,7 @@ class Workload:
     # inference
     replicas: int = 0
     max_batch: int = 0
+    context_length: int = 0
     weights_bytes: float = 0.0
     kv_bytes: float = 0.0
     target_tokens_per_second: float | None = None
@@ -126,6 +127,7 @@ def workload_of(spec: LlamaJobSpec, created: datetime | None = None) -> Workload
         base,
         replicas=serve.replicas,
         max_batch=serve.max_batch,
+        context_length=serve.context_length,
         weights_bytes=weights,
         kv_bytes=kv,
         flops_per_token=llama.inference_flops_per_token(shape, serve.context_length),
