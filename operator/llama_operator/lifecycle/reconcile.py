@@ -234,12 +234,11 @@ def _throughput(spec: LlamaJobSpec, status: LlamaJobStatus) -> RecordThroughput 
         status.pool and nodes and per_node and progress and progress.tokens_per_second
     ):
         return None
-    shape = shape_of(spec.model)
     sample = Sample(
         mode="train",
         precision=spec.training.precision,
         tokens_per_second=progress.tokens_per_second,
-        arch=Arch(shape.parameters, shape.layers, shape.hidden, shape.kv_width),
+        arch=Arch.of(shape_of(spec.model)),
         devices_per_node=per_node,
         nodes=nodes,
         sequence_length=spec.training.sequence_length,

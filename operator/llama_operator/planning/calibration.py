@@ -42,7 +42,6 @@ from llama_operator.catalog import (
 from llama_operator.planning.llama import shape_of
 from llama_operator.planning.speed import (
     Arch,
-    compute_seconds,
     decode_step,
     doubling_scale,
     inference_speed,
@@ -85,8 +84,7 @@ class Point:
 def arch_of(model: str, catalog: Catalog) -> Arch:
     """A preset's or a measurement model's FLOP- and byte-relevant numbers."""
     if model in PRESETS:
-        shape = shape_of(ModelSpec(preset=model))  # type: ignore[arg-type]
-        return Arch(shape.parameters, shape.layers, shape.hidden, shape.kv_width)
+        return Arch.of(shape_of(ModelSpec(preset=model)))  # type: ignore[arg-type]
     assert catalog.measurements is not None
     numbers = catalog.measurements.models[model]
     return Arch(numbers.parameters, numbers.layers, numbers.hidden, numbers.kv_width or numbers.hidden)
@@ -134,10 +132,10 @@ def predict(
     assert inference is not None and m.batch is not None
     batch, kv = m.batch, arch.kv_bytes_per_token(precision)
 
-    def step(attended: float) -> float:
+    def seconds(bytes_read: float, flops: float) -> float:
         return decode_step(
-            bytes_read=arch.weight_bytes(precision) + batch * attended * kv,
-            flops=batch * arch.decode_flops_per_token(attended),
+            bytes_read=bytes_read,
+            flops=flops,
             devices=m.devices,
             device=device,
             precision=precision,
@@ -145,9 +143,15 @@ def predict(
             replica_retention=replica_retention,
         ).seconds
 
+    def step(attended: float) -> float:
+        return seconds(
+            arch.weight_bytes(precision) + batch * attended * kv,
+            batch * arch.decode_flops_per_token(attended),
+        )
+
     def prefill(sequences: int, prompt: int) -> float:
-        flops = sequences * prompt * arch.decode_flops_per_token(prompt / 2)
-        return compute_seconds(flops, m.devices, device, precision, inference, replica_retention)
+        """Computing the prompts: FLOPs only (the weights are read once for the whole prompt)."""
+        return seconds(0.0, sequences * prompt * arch.decode_flops_per_token(prompt / 2))
 
     if m.kind == "decode":
         assert m.context is not None

@@ -215,12 +215,11 @@ def simulate(
 
 
 def _sample(work: Workload, decision: Decision, tokens_per_second: float) -> learning.Sample:
-    shape = work.shape
     return learning.Sample(
         mode=work.mode,
         precision=work.precision,
         tokens_per_second=tokens_per_second,
-        arch=Arch(shape.parameters, shape.layers, shape.hidden, shape.kv_width),
+        arch=Arch.of(work.shape),
         devices_per_node=decision.devices_per_node,
         nodes=decision.nodes,
         sequence_length=work.sequence_length,

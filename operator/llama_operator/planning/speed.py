@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from llama_operator.catalog import (
     Accelerator,
@@ -27,6 +27,9 @@ from llama_operator.catalog import (
     SpeedPrecision,
     TrainingSpeed,
 )
+
+if TYPE_CHECKING:
+    from llama_operator.planning.llama import LlamaShape
 
 # Recomputing activations costs one more forward pass: 6 instead of 8 FLOPs per parameter and token.
 CHECKPOINTING_SPEEDUP = 6.0 / 8.0
@@ -41,6 +44,10 @@ class Arch:
     layers: int
     hidden: int
     kv_width: int
+
+    @classmethod
+    def of(cls, shape: LlamaShape) -> Arch:
+        return cls(shape.parameters, shape.layers, shape.hidden, shape.kv_width)
 
     def training_flops_per_token(self, sequence_length: int) -> float:
         """Forward and backward: 6 per parameter plus attention scores (PaLM's 12 x layers x hidden x seq)."""
@@ -130,20 +137,6 @@ def decode_step(
     peak = device.peak(precision) or device.peak_tflops
     compute = flops / (scale * peak * 1e12 * speed.compute_efficiency)
     return Step(max(memory, compute), memory >= compute)
-
-
-def compute_seconds(
-    flops: float,
-    devices: float,
-    device: Accelerator,
-    precision: SpeedPrecision,
-    speed: Efficiencies,
-    replica_retention: float,
-) -> float:
-    """Compute-bound work (a prompt's prefill) on a replica."""
-    peak = device.peak(precision) or device.peak_tflops
-    scale = devices * doubling_scale(devices, replica_retention)
-    return flops / (scale * peak * 1e12 * speed.compute_efficiency)
 
 
 def training_speed(
