@@ -95,6 +95,7 @@ def candidates(work: Workload, evals: list[PoolEval], chosen: PoolEval | None) -
             nodes=shown.pods if shown else 0,
             fits=bool(shown and shown.fits),
             tokens_per_second=shown.tokens_per_second or None if shown else None,
+            tokens_per_second_per_sequence=shown.tokens_per_second_per_sequence or None if shown else None,
             hours=shown.hours if shown else None,
             price_per_hour=shown.price_per_hour or None if shown else None,
             cost=shown.cost if shown else None,

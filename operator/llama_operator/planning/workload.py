@@ -43,9 +43,11 @@ class Workload:
     # inference
     replicas: int = 0
     max_batch: int = 0
+    context_length: int = 0
     weights_bytes: float = 0.0
     kv_bytes: float = 0.0
     target_tokens_per_second: float | None = None
+    min_tokens_per_second_per_sequence: float = 0.0
 
     def without_caps(self) -> Workload:
         """The same work with no price or cost cap (the engine applies those per pool)."""
@@ -125,8 +127,10 @@ def workload_of(spec: LlamaJobSpec, created: datetime | None = None) -> Workload
         base,
         replicas=serve.replicas,
         max_batch=serve.max_batch,
+        context_length=serve.context_length,
         weights_bytes=weights,
         kv_bytes=kv,
         flops_per_token=llama.inference_flops_per_token(shape, serve.context_length),
         target_tokens_per_second=serve.target_tokens_per_second,
+        min_tokens_per_second_per_sequence=serve.min_tokens_per_second_per_sequence,
     )
