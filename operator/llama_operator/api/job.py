@@ -285,6 +285,8 @@ class LlamaJobStatus(StatusModel):
     devices_per_node: int | None = None
     devices: int | None = None
     """Devices in use in total."""
+    engine: str | None = None
+    """What serves an inference job on its pool: llama-runtime, vllm or nxd-inference."""
     activation_checkpointing: bool | None = None
     """Training: whether the placement recomputes activations (what the measured speed is compared with)."""
     node_names: list[str] = Field(default_factory=list)

@@ -84,6 +84,8 @@ class Decision:
     instance_type: str | None = None
     backend: str | None = None
     """cpu, cuda or neuron: LLAMAOP_BACKEND of the workers."""
+    engine: str | None = None
+    """Inference: what serves on the pool (llama-runtime, vllm, nxd-inference; the capability table)."""
     resource_name: str | None = None
     """Extended resource each pod requests devices_per_node of (None on cpu pools)."""
     node_names: tuple[str, ...] = ()
@@ -131,6 +133,7 @@ class Decision:
         status.nodes = self.nodes if placed else None
         status.devices_per_node = self.devices_per_node if placed else None
         status.devices = self.devices if placed else None
+        status.engine = self.engine if placed else None
         status.activation_checkpointing = self.activation_checkpointing if placed else None
         status.node_names = list(self.node_names) if placed else []
         status.price_per_hour = _round(self.price_per_hour, 4) if placed else None

@@ -18,6 +18,7 @@ from llama_operator.catalog import Calibration, Catalog
 from llama_operator.catalog import builtin as builtin_catalog
 from llama_operator.planning import calibration, explain
 from llama_operator.planning.decision import Candidate, Decision, finish_time
+from llama_operator.planning.engines import serving_engine
 from llama_operator.planning.estimate import (
     Option,
     Shared,
@@ -246,6 +247,7 @@ class Planner:
             capacity_type=ptype.capacity_type,
             instance_type=ptype.instance_type,
             backend=ptype.backend,
+            engine=serving_engine(ptype.family, ptype.accelerator) if work.mode == "inference" else None,
             resource_name=ptype.resource_name,
             node_names=node_names,
             nodes=option.pods,
