@@ -274,7 +274,11 @@ def _workload(m: catalog.Measurement) -> str:
     if m.kind == "train":
         return f"seq {m.sequence_length}, {m.nodes} node(s)" + (", AC" if m.activation_checkpointing else "")
     if m.kind == "decode":
-        return f"decode, batch {m.batch}, context {m.context}"
+        text = f"decode, batch {m.batch}, context {m.context}"
+        if m.input_length and m.output_length:
+            text += f", {m.in_flight} in flight of {m.input_length}/{m.output_length}"
+            text += ", 1st token in" if m.first_token_included else ""
+        return text
     return f"batch {m.batch}, {m.input_length}/{m.output_length}"
 
 

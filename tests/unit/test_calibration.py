@@ -9,7 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llama_operator.catalog import Accelerator, builtin
+from llama_operator.catalog import (
+    Accelerator,
+    AcceleratorSpeeds,
+    InferenceSpeed,
+    Measurement,
+    TrainingSpeed,
+    builtin,
+)
 from llama_operator.planning import calibration
 from llama_operator.planning.speed import Arch, decode_step, inference_speed, training_speed
 
@@ -71,6 +78,7 @@ def test_held_out_error_meets_the_bar_and_no_accelerators_swap_places(report: ca
     assert len(report.rows) == len(MEASUREMENTS.measurements)
     assert report.median_error() <= 0.25
     assert report.median_error([r for r in report.rows if r.point.mode == "train"]) <= 0.25
+    assert report.median_error([r for r in report.rows if r.point.mode == "inference"]) <= 0.25
     assert report.inversions == ()
     # Held out really means held out: a measurement alone on its accelerator loses its own fit.
     cpu = next(r for r in report.rows if r.point.measurement.accelerator == "xeon-8vcpu")
@@ -195,3 +203,155 @@ def test_an_accelerator_without_measurements_gets_its_familys_fit_and_says_so() 
     assert "fit to" in SHIPPED.accelerators["h100"].basis["train"]
     assert SHIPPED.speeds("not-in-catalog", "nvidia") == SHIPPED.pooled["nvidia"]
     assert SHIPPED.speeds("not-in-catalog", "tpu") == SHIPPED.pooled["all"]
+
+
+# ---------------------------------------------------------------- consistency by evidence
+
+
+def test_isotonic_moves_the_lighter_value_and_meets_in_the_weighted_middle() -> None:
+    # b must not exceed a; they meet at the weighted mean of their logs.
+    y, binding = calibration.isotonic({"a": 0.0, "b": 1.0}, {"a": 3.0, "b": 1.0}, [("a", "b")])
+    assert y["a"] == pytest.approx(0.25) and y["b"] == pytest.approx(0.25)
+    assert binding == {("a", "b")}
+    # A guess (weight ~0) takes the measured value; a measured one barely moves.
+    y, _ = calibration.isotonic({"a": 0.0, "b": 1.0}, {"a": 5.0, "b": 1e-6}, [("a", "b")])
+    assert y["b"] == pytest.approx(0.0, abs=1e-6) and y["a"] == pytest.approx(0.0, abs=1e-6)
+    # A chain a >= b >= c with c too high pulls b down with it only as far as needed.
+    y, _ = calibration.isotonic(
+        {"a": 2.0, "b": 1.0, "c": 1.6}, dict.fromkeys("abc", 1.0), [("a", "b"), ("b", "c")]
+    )
+    assert y["a"] == pytest.approx(2.0) and y["b"] == pytest.approx(1.3) and y["c"] == pytest.approx(1.3)
+    # Nothing to do when the order already holds.
+    y, binding = calibration.isotonic({"a": 1.0, "b": 0.0}, {"a": 1.0, "b": 1.0}, [("a", "b")])
+    assert y == {"a": 1.0, "b": 0.0} and binding == set()
+
+
+def _speeds(mfu: float, bandwidth: float, compute: float, note: str) -> AcceleratorSpeeds:
+    return AcceleratorSpeeds(
+        train={"bf16": TrainingSpeed(mfu=mfu)},
+        inference={"bf16": InferenceSpeed(bandwidth_efficiency=bandwidth, compute_efficiency=compute)},
+        basis={"train": note, "inference": note},
+    )
+
+
+def test_an_unmeasured_accelerator_is_lowered_to_the_measured_one_that_dominates_it() -> None:
+    """trainium1 has at least an A10G's FLOP/s, bandwidth and memory. When the measured trainium1 serves
+    slower than the A10G's family guess, the guess comes down; trainium1 keeps what it measured."""
+    devices = CATALOG.accelerators
+    assert calibration.dominates(devices["trainium1"], devices["a10g"])
+    speeds = {
+        "trainium1": _speeds(0.3, 0.3, 0.05, "measured"),
+        "a10g": _speeds(0.5, 0.7, 0.35, "guess"),
+    }
+    evidence = {"trainium1": {"train": 5, "inference": 6}, "a10g": {"train": 0, "inference": 0}}
+    out = calibration.consistent(speeds, CATALOG, evidence)
+    assert out["trainium1"].inference["bf16"] == speeds["trainium1"].inference["bf16"]
+    a10g = out["a10g"].inference["bf16"]
+    trn1 = out["trainium1"].inference["bf16"]
+    bw = devices["trainium1"].memory_bandwidth_tbs / devices["a10g"].memory_bandwidth_tbs
+    peak = devices["trainium1"].peak_tflops / devices["a10g"].peak_tflops
+    assert a10g.bandwidth_efficiency == pytest.approx(trn1.bandwidth_efficiency * bw, rel=1e-3)
+    assert a10g.compute_efficiency == pytest.approx(trn1.compute_efficiency * peak, rel=1e-3)
+    assert "to keep the order with trainium1" in out["a10g"].basis["inference"]
+    assert out["trainium1"].basis == speeds["trainium1"].basis
+    # Training was in order (0.3 x 190 >= 0.5 x 70): nothing moves.
+    assert out["a10g"].train == speeds["a10g"].train
+
+
+def test_two_measured_accelerators_meet_as_their_measurement_counts_weigh_them() -> None:
+    devices = CATALOG.accelerators
+    assert calibration.dominates(devices["trainium2"], devices["a100-80gb"])
+    speeds = {"trainium2": _speeds(0.3, 0.3, 0.3, "t"), "a100-80gb": _speeds(0.6, 0.8, 0.5, "a")}
+    evidence = {"trainium2": {"train": 0, "inference": 2}, "a100-80gb": {"train": 7, "inference": 6}}
+    out = calibration.consistent(speeds, CATALOG, evidence)
+    before_t, before_a = speeds["trainium2"].inference["bf16"], speeds["a100-80gb"].inference["bf16"]
+    after_t, after_a = out["trainium2"].inference["bf16"], out["a100-80gb"].inference["bf16"]
+    gap = math.log(before_a.bandwidth_efficiency * 2.0 / (before_t.bandwidth_efficiency * 2.9))
+    assert gap > 0  # trainium2 was estimated slower than what it dominates
+    # 2 against 6 measurements: trainium2 moves 3/4 of the gap, the A100 a quarter.
+    assert math.log(after_t.bandwidth_efficiency / before_t.bandwidth_efficiency) == pytest.approx(
+        0.75 * gap, rel=1e-3
+    )
+    assert math.log(before_a.bandwidth_efficiency / after_a.bandwidth_efficiency) == pytest.approx(
+        0.25 * gap, rel=1e-3
+    )
+    assert after_t.bandwidth_efficiency * 2.9 == pytest.approx(after_a.bandwidth_efficiency * 2.0, rel=1e-3)
+
+
+def test_the_shipped_fit_never_moves_evidence_towards_a_guess() -> None:
+    """Every consistency note on a measured accelerator names only measured partners: a guess never
+    pulls a measured estimate."""
+    measured = {
+        (name, mode)
+        for name, s in SHIPPED.accelerators.items()
+        for mode in ("train", "inference")
+        if s.basis[mode].startswith("fit to")
+    }
+    notes = 0
+    for name, s in SHIPPED.accelerators.items():
+        for mode in ("train", "inference"):
+            text = s.basis[mode]
+            if "to keep the order with" not in text or (name, mode) not in measured:
+                continue
+            notes += 1
+            partners = text.split("to keep the order with ")[1].split(" and ")
+            assert all((p, mode) in measured for p in partners), (name, mode, text)
+    # The data have such pairs (trainium2 and the A100 80GB in serving) and unmeasured ones that move.
+    assert notes >= 1
+    assert "to keep the order with" in SHIPPED.accelerators["a10g"].basis["inference"]
+    assert "to keep the order" not in SHIPPED.accelerators["trainium1"].basis["inference"]
+
+
+# ---------------------------------------------------------------- what a decode row describes
+
+ROW = {
+    "id": "x", "source": "s", "accelerator": "inferentia2", "mode": "inference", "model": "llama3-70b",
+    "precision": "bf16", "devices": 12, "framework": "f", "figure": {"value": 50.0, "unit": "ms/token"},
+    "batch": 8, "context": 2048, "inputLength": 1500, "outputLength": 250,
+}  # fmt: skip
+
+
+def _predict(**fields: object) -> float:
+    m = Measurement.model_validate({**ROW, **fields})
+    device = CATALOG.accelerators[m.accelerator]
+    return calibration.predict(
+        m,
+        calibration.arch_of(m.model, CATALOG),
+        device,
+        None,
+        inference_speed(SHIPPED, m.accelerator, device, "bf16"),
+        SHIPPED.node_retention,
+        SHIPPED.replica_retention,
+    )
+
+
+def test_a_decode_row_carries_the_prompts_of_the_requests_in_flight() -> None:
+    """ms/token of a continuous-batching server: the decode step plus, per generated token, the prompts
+    computed in between: the other requests in flight, and with llmperf's definition its own."""
+    alone = 1.0 / _predict(concurrency=1)
+    full = 1.0 / _predict()  # concurrency defaults to the batch: 7 other prompts
+    llmperf = 1.0 / _predict(firstTokenIncluded=True)  # and this request's own
+    prompt = (full - alone) / 7
+    assert prompt > 0
+    assert llmperf - full == pytest.approx(prompt, rel=1e-6)
+    assert 1.0 / _predict(concurrency=1, firstTokenIncluded=True) - alone == pytest.approx(prompt, rel=1e-6)
+    # The step itself is the compiled batch's, however few requests are live.
+    no_prompts = dict(ROW)
+    del no_prompts["inputLength"], no_prompts["outputLength"]
+    m = Measurement.model_validate(no_prompts)
+    assert m.in_flight == 8
+    assert 1.0 / _predict(inputLength=None, outputLength=None) == pytest.approx(alone, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"concurrency": 9}, "concurrency above the batch"),
+        ({"inputLength": None, "concurrency": 2}, "need inputLength and outputLength"),
+        ({"outputLength": None, "firstTokenIncluded": True}, "need inputLength and outputLength"),
+    ],
+)
+def test_a_decode_row_that_cannot_mean_anything_is_refused(fields: dict[str, object], message: str) -> None:
+    row = {k: v for k, v in {**ROW, **fields}.items() if v is not None}
+    m = Measurement.model_validate(row)
+    assert m.check() is not None and message in (m.check() or "")

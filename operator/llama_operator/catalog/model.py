@@ -112,10 +112,22 @@ class Measurement(_Entry):
     activation_checkpointing: bool = False
     # inference
     batch: Annotated[int, Field(ge=1)] | None = None
+    """Sequences one decode step computes: for engines with static shapes (Neuron), the compiled batch,
+    whatever the number of live requests."""
     context: Annotated[int, Field(ge=1)] | None = None
-    """Decode figures (ms/token): tokens each sequence holds in the KV cache, on average."""
+    """Decode figures (ms/token): tokens of KV cache each sequence's attention reads per step."""
     input_length: Annotated[int, Field(ge=1)] | None = None
     output_length: Annotated[int, Field(ge=1)] | None = None
+    concurrency: Annotated[int, Field(ge=1)] | None = None
+    """Decode figures with prompt and output lengths: requests in flight (default: batch). The prompts of
+    the other requests are computed between this one's tokens."""
+    first_token_included: bool = False
+    """The figure is the whole request time over its output tokens, the first token (the request's own
+    prompt) included, as llmperf's inter-token latency is."""
+
+    @property
+    def in_flight(self) -> int:
+        return self.concurrency or self.batch or 1
 
     @property
     def speed_precision(self) -> SpeedPrecision:
@@ -164,6 +176,12 @@ class Measurement(_Entry):
             return "a decode figure (ms/token) needs batch and context"
         if self.kind == "batch" and None in (self.batch, self.input_length, self.output_length):
             return "a static-batch figure needs batch, inputLength and outputLength"
+        if self.concurrency is not None and self.concurrency > (self.batch or 0):
+            return "concurrency above the batch: the step computes at most `batch` sequences"
+        if (self.concurrency is not None or self.first_token_included) and not (
+            self.input_length and self.output_length
+        ):
+            return "concurrency and firstTokenIncluded need inputLength and outputLength"
         if self.figure.unit == "seq/s" and self.kind != "train":
             return "seq/s is a training unit"
         return None

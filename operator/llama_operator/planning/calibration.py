@@ -10,8 +10,10 @@ efficiencies that minimise the squared log error. In log space each efficiency i
 plus one node retention (training, per doubling of nodes) and one replica retention (inference, per
 doubling of a replica's devices). Gaussian priors on the terms (PRIORS) keep an accelerator with few
 measurements near its family and one with none at its family's or all accelerators' fit; they are the
-model's only choices that are not data. Afterwards `consistent` raises any accelerator that has at
-least another's FLOP/s, bandwidth and memory to at least that one's effective speed.
+model's only choices that are not data. Afterwards `consistent` keeps the dominance order (an accelerator
+with at least another's FLOP/s, bandwidth and memory is never slower) by moving the estimate with less
+evidence: an accelerator without measurements of its own takes a measured one's speed, and two measured
+ones meet as their measurement counts weigh them (`isotonic`).
 
 `calibrate` also refits without each measurement in turn (leave-one-out), so every row of the report
 says how well the model predicts a figure it was not fitted to.
@@ -24,7 +26,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
+from typing import Any, Literal
 
 from llama_operator.api.job import ModelSpec
 from llama_operator.api.presets import PRESETS
@@ -45,6 +47,7 @@ from llama_operator.planning.speed import (
     decode_step,
     doubling_scale,
     inference_speed,
+    prefill_seconds,
     training_speed,
     training_tokens_per_device,
 )
@@ -150,15 +153,23 @@ def predict(
         )
 
     def prefill(sequences: int, prompt: int) -> float:
-        """Computing the prompts: FLOPs only (the weights are read once for the whole prompt)."""
-        return seconds(0.0, sequences * prompt * arch.decode_flops_per_token(prompt / 2))
+        return prefill_seconds(
+            sequences * prompt * arch.decode_flops_per_token(prompt / 2),
+            devices=m.devices,
+            device=device,
+            precision=precision,
+            efficiency=inference.compute_efficiency,
+            replica_retention=replica_retention,
+        )
 
     if m.kind == "decode":
         assert m.context is not None
         gap = step(m.context)
         if m.input_length and m.output_length:
-            # Continuous batching: the other sequences' prompts are computed between this one's tokens.
-            gap += (batch - 1) * prefill(1, m.input_length) / m.output_length
+            # Continuous batching: the other requests' prompts are computed between this one's tokens,
+            # and a figure that includes the first token also carries this request's own prompt.
+            prompts = m.in_flight - 1 + (1 if m.first_token_included else 0)
+            gap += prompts * prefill(1, m.input_length) / m.output_length
         return 1.0 / gap
     assert m.input_length is not None and m.output_length is not None
     prompt, out = m.input_length, m.output_length
@@ -363,50 +374,119 @@ def dominates(a: Accelerator, b: Accelerator) -> bool:
     return all(x >= y for x, y in zip(_spec(a), _spec(b), strict=True))
 
 
-def consistent(speeds: dict[str, AcceleratorSpeeds], catalog: Catalog) -> dict[str, AcceleratorSpeeds]:
-    """Raise each accelerator's efficiencies so that it is at least as fast, at every precision and in
-    both modes, as every accelerator it dominates (`dominates`)."""
-    devices = catalog.accelerators
-    out = dict(speeds)
-    for _ in range(len(out)):
-        changed = False
-        for a, b in ((a, b) for a in out for b in out if a != b and dominates(devices[a], devices[b])):
-            new = _raised(out[a], out[b], devices[a], devices[b], b)
-            if new != out[a]:
-                out[a], changed = new, True
-        if not changed:
+# Weight of an accelerator's own estimate when it has no measurement of its own (a family or global guess):
+# against any measured accelerator it is the one that moves.
+GUESS_WEIGHT = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class _Component:
+    """One absolute speed the dominance order applies to: an efficiency times the peak it scales."""
+
+    mode: Mode
+    kind: Literal["mfu", "bandwidth", "compute"]
+    precision: SpeedPrecision
+
+    def scale(self, device: Accelerator) -> float | None:
+        return device.memory_bandwidth_tbs if self.kind == "bandwidth" else device.peak(self.precision)
+
+    def get(self, speeds: AcceleratorSpeeds) -> float | None:
+        if self.mode == "train":
+            train = speeds.train.get(self.precision)
+            return train.mfu if train is not None else None
+        serve = speeds.inference.get(self.precision)
+        if serve is None:
+            return None
+        return serve.bandwidth_efficiency if self.kind == "bandwidth" else serve.compute_efficiency
+
+
+_COMPONENTS = tuple(
+    _Component(mode, kind, precision)
+    for precision in PRECISIONS
+    for mode, kinds in (("train", ("mfu",)), ("inference", ("bandwidth", "compute")))
+    for kind in kinds
+)
+
+
+def isotonic(
+    values: Mapping[str, float], weights: Mapping[str, float], order: Sequence[tuple[str, str]]
+) -> tuple[dict[str, float], set[tuple[str, str]]]:
+    """The values closest to `values` (least squares weighted by `weights`) with y[a] >= y[b] for every
+    (a, b) in `order`, and the pairs whose constraint binds. Hildreth's method: coordinate ascent on the
+    dual, exact for a convex quadratic with linear inequalities (a dozen values and a few dozen pairs)."""
+    y = dict(values)
+    multipliers = dict.fromkeys(order, 0.0)
+    for _ in range(20_000):
+        largest = 0.0
+        for a, b in order:
+            inverse = 1.0 / weights[a] + 1.0 / weights[b]
+            change = max(-multipliers[(a, b)], (y[b] - y[a]) / inverse)
+            if change:
+                multipliers[(a, b)] += change
+                y[a] += change / weights[a]
+                y[b] -= change / weights[b]
+                largest = max(largest, abs(change) * inverse)
+        if largest < 1e-12:
             break
+    return y, {pair for pair, m in multipliers.items() if m > 0}
+
+
+def consistent(
+    speeds: dict[str, AcceleratorSpeeds], catalog: Catalog, evidence: Mapping[str, Mapping[Mode, int]]
+) -> dict[str, AcceleratorSpeeds]:
+    """Speeds in which no accelerator is slower, at any precision and in either mode, than one it
+    dominates (`dominates`), moved as little as the evidence allows: the least squares in log speed
+    weighted by each accelerator's own measurements in that mode (`evidence`; a family or global guess
+    weighs GUESS_WEIGHT), so an unmeasured accelerator takes a measured one's speed rather than the other
+    way round, and two measured ones meet where their measurement counts put them."""
+    devices = catalog.accelerators
+    names = [n for n in speeds if n in devices]
+    values: dict[str, dict[_Component, float]] = {n: {} for n in names}
+    moved: dict[str, dict[Mode, set[str]]] = {n: {"train": set(), "inference": set()} for n in names}
+    for component in _COMPONENTS:
+        logs = {}
+        for n in names:
+            efficiency, scale = component.get(speeds[n]), component.scale(devices[n])
+            if efficiency is not None and scale:
+                logs[n] = math.log(efficiency * scale)
+        order = [(a, b) for a in logs for b in logs if a != b and dominates(devices[a], devices[b])]
+        weights = {n: float(evidence[n][component.mode]) or GUESS_WEIGHT for n in logs}
+        adjusted, binding = isotonic(logs, weights, order)
+        for n, y in adjusted.items():
+            values[n][component] = math.exp(y) / (component.scale(devices[n]) or 1.0)
+            if component.precision == "bf16" and abs(y - logs[n]) > 1e-3:
+                moved[n][component.mode] |= {b if a == n else a for a, b in binding if n in (a, b)}
+    out = dict(speeds)
+    for n in names:
+        old, v = speeds[n], values[n]
+        train = {p: TrainingSpeed(mfu=_rounded(v[_Component("train", "mfu", p)])) for p in old.train}
+        inference = {
+            p: InferenceSpeed(
+                bandwidth_efficiency=_rounded(v[_Component("inference", "bandwidth", p)]),
+                compute_efficiency=_rounded(v[_Component("inference", "compute", p)]),
+            )
+            for p in old.inference
+        }
+        basis = dict(old.basis)
+        for mode, partners in moved[n].items():
+            if partners:
+                basis[mode] += _moved_note(speeds[n], v, mode, sorted(partners))
+        out[n] = AcceleratorSpeeds(train=train, inference=inference, basis=basis)
     return out
 
 
-def _raised(
-    a: AcceleratorSpeeds, b: AcceleratorSpeeds, da: Accelerator, db: Accelerator, b_name: str
-) -> AcceleratorSpeeds:
-    """a's speeds, raised where b (which a dominates) is faster in absolute terms."""
-    basis = dict(a.basis)
-    note = f"; raised to {b_name}'s speed, which it dominates"
-    train = dict(a.train)
-    for p, speed in a.train.items():
-        other = b.train.get(p)
-        pa, pb = da.peak(p), db.peak(p)
-        if other is not None and pa and pb and speed.mfu * pa < other.mfu * pb:
-            train[p] = TrainingSpeed(mfu=_rounded(other.mfu * pb / pa))
-            if p == "bf16" and note not in basis["train"]:
-                basis["train"] += note
-    inference = dict(a.inference)
-    for p, speed in a.inference.items():
-        other = b.inference.get(p)
-        pa, pb = da.peak(p), db.peak(p)
-        if other is None or not pa or not pb:
-            continue
-        ratio = db.memory_bandwidth_tbs / da.memory_bandwidth_tbs
-        bw = max(speed.bandwidth_efficiency, other.bandwidth_efficiency * ratio)
-        ce = max(speed.compute_efficiency, other.compute_efficiency * pb / pa)
-        if (bw, ce) != (speed.bandwidth_efficiency, speed.compute_efficiency):
-            inference[p] = InferenceSpeed(bandwidth_efficiency=_rounded(bw), compute_efficiency=_rounded(ce))
-            if p == "bf16" and note not in basis["inference"]:
-                basis["inference"] += note
-    return AcceleratorSpeeds(train=train, inference=inference, basis=basis)
+def _moved_note(
+    old: AcceleratorSpeeds, new: Mapping[_Component, float], mode: Mode, partners: Sequence[str]
+) -> str:
+    """What consistency changed in one mode's bf16 speeds, and which accelerators it kept in order with."""
+    changes = []
+    for component in (c for c in _COMPONENTS if c.mode == mode and c.precision == "bf16"):
+        before = component.get(old)
+        if before is not None:
+            ratio = new[component] / before
+            if abs(math.log(ratio)) > 1e-3:
+                changes.append(f"{component.kind} x{ratio:.2f}")
+    return f"; {', '.join(changes)} to keep the order with {' and '.join(partners)}"
 
 
 def _rounded(x: float) -> float:
@@ -461,6 +541,17 @@ def _basis(name: str, family: str, mode: Mode, pts: Sequence[Point], catalog: Ca
     return f"no {family} measurement: the fit over all accelerators ({total} measurement(s))"
 
 
+def _evidence(pts: Sequence[Point], catalog: Catalog) -> dict[str, dict[Mode, int]]:
+    """Measurements of each accelerator's own fitted term (its twin group), per mode."""
+    return {
+        name: {
+            mode: sum(1 for p in pts if p.mode == mode and p.group == twin(name, catalog))
+            for mode in ("train", "inference")
+        }
+        for name in catalog.accelerators
+    }
+
+
 def fit(
     catalog: Catalog, pts: Sequence[Point] | None = None, start: Mapping[Mode, Sequence[float]] | None = None
 ) -> tuple[Calibration, dict[Mode, list[float]]]:
@@ -492,7 +583,7 @@ def fit(
     calibration = Calibration(
         node_retention=_rounded(math.exp(min(raw["train"][-1], 0.0))),
         replica_retention=_rounded(math.exp(min(raw["inference"][-1], 0.0))),
-        accelerators=consistent(accelerators, catalog),
+        accelerators=consistent(accelerators, catalog, _evidence(pts, catalog)),
         pooled=pooled,
         measurements=len(pts),
     )
@@ -546,7 +637,8 @@ def workload_key(m: Measurement) -> tuple[object, ...]:
     if m.kind == "train":
         return ("train", m.model, m.sequence_length, m.speed_precision)
     if m.kind == "decode":
-        return ("decode", m.model, m.batch, m.context, m.speed_precision)
+        prompts = (m.input_length, m.output_length, m.in_flight, m.first_token_included)
+        return ("decode", m.model, m.batch, m.context, *prompts, m.speed_precision)
     return ("batch", m.model, m.input_length, m.output_length, m.speed_precision)
 
 

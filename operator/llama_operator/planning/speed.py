@@ -139,6 +139,22 @@ def decode_step(
     return Step(max(memory, compute), memory >= compute)
 
 
+def prefill_seconds(
+    flops: float,
+    *,
+    devices: float,
+    device: Accelerator,
+    precision: SpeedPrecision,
+    efficiency: float,
+    replica_retention: float,
+) -> float:
+    """Computing prompts of `flops` over a replica's devices (compute only: the weights are read once for
+    the whole prompt)."""
+    scale = devices * doubling_scale(devices, replica_retention)
+    peak = device.peak(precision) or device.peak_tflops
+    return flops / (scale * peak * 1e12 * efficiency)
+
+
 def training_speed(
     calibration: Calibration, accelerator: str, device: Accelerator, precision: SpeedPrecision
 ) -> TrainingSpeed:
