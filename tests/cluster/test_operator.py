@@ -196,6 +196,41 @@ def test_progress_from_rank_zero_shows_in_the_job(
     assert "40" in table
 
 
+def test_a_finished_job_teaches_its_pool_its_speed(
+    kubectl: Kubectl, operator: Operator, jobs_namespace: str
+) -> None:
+    """Rank 0 reports 80% of the estimated tokens/s; when the job succeeds the pool learns a factor
+    below 1 for training in bf16 (planning/learning.py), and the next estimate there is slower."""
+    kubectl.apply(llamajob("teach", families=("cpu",)), jobs_namespace)
+    placed = wait_phase(kubectl, jobs_namespace, "teach", "Running")
+    chosen = next(c for c in placed["candidates"] if c["verdict"] == "Chosen")
+    pool = placed["pool"]
+
+    def learned() -> list[dict[str, Any]]:
+        st = kubectl.json("get", "acceleratorpool", pool).get("status", {})
+        return [e for e in st.get("learnedSpeeds", []) if (e["mode"], e["precision"]) == ("train", "bf16")]
+
+    runs_before = sum(e["runs"] for e in learned())
+    (pod,) = worker_pods(kubectl, jobs_namespace, "teach")
+    progress = {
+        "step": 100,
+        "totalSteps": 100,
+        "loss": 3.0,
+        "tokensPerSecond": 0.8 * chosen["tokensPerSecond"],
+    }
+    kubectl.run("annotate", "pod", pod["metadata"]["name"], "-n", jobs_namespace,
+                f"llamaop.io/progress={json.dumps(progress)}", "--overwrite")  # fmt: skip
+    wait_for(lambda: status(kubectl, jobs_namespace, "teach").get("progress"), what="progress in status")
+    end_workers(kubectl, jobs_namespace, "teach", 0)
+    wait_phase(kubectl, jobs_namespace, "teach", "Succeeded")
+    (entry,) = wait_for(lambda: [e for e in learned() if e["runs"] > runs_before], what="learnedSpeeds")
+    assert entry["factor"] < 1.0
+    kubectl.apply(llamajob("after", families=("cpu",), pools=(pool,)), jobs_namespace)
+    after = wait_phase(kubectl, jobs_namespace, "after", "Placed", "Running")
+    row = next(c for c in after["candidates"] if c["verdict"] == "Chosen")
+    assert row["tokensPerSecond"] < chosen["tokensPerSecond"]
+
+
 def test_suspend_removes_workers_and_resume_places_again(
     kubectl: Kubectl, operator: Operator, jobs_namespace: str
 ) -> None:

@@ -11,7 +11,7 @@ from llama_operator.api import AcceleratorPoolSpec, LlamaJobSpec
 from llama_operator.api.types import Mode
 from llama_operator.catalog import builtin
 from llama_operator.planning import PoolType, llama, options, resolve_pool, workload_of
-from llama_operator.planning.estimate import Stage
+from llama_operator.planning.estimate import Stage, rates_for
 from llama_operator.planning.llama import GIB
 from llama_runtime import capabilities
 from llama_runtime.backends import backend_class
@@ -77,8 +77,9 @@ def test_head_padding_follows_nxd_inference() -> None:
     assert shardable_heads(vllm, 16, 64, 8) == (64, 16)  # one KV head per rank
     assert not tensor_parallel_fits(vllm, 6, 64, 8)
     assert not tensor_parallel_fits(vllm, 4, 64, 8, intermediate=14330)
-    runtime = CAPABILITIES["cpu"].serving
-    assert runtime is not None and not tensor_parallel_fits(runtime, 16, 64, 8)  # no KV replication
+    runtime = CAPABILITIES["cpu"].serving  # the runtime's own engine replicates KV heads like vLLM
+    assert runtime is not None and shardable_heads(runtime, 16, 64, 8) == (64, 16)
+    assert not tensor_parallel_fits(runtime, 6, 64, 8)
 
 
 def _pools() -> list[tuple[str, PoolType]]:
@@ -116,9 +117,8 @@ def test_the_planner_offers_nothing_the_runtime_cannot_run(mode: Mode) -> None:
         work = workload_of(_spec(mode, preset))
         shape = work.shape
         for name, pool in _pools():
-            found = options(
-                work, pool, CATALOG.defaults, node_limit=64, tokens_per_device=1000.0, hours_left=None
-            )
+            rates = rates_for(work, pool, CATALOG.calibration)
+            found = options(work, pool, CATALOG.defaults, node_limit=64, rates=rates, hours_left=None)
             cap = pool.capability
             for option in found:
                 # Processes per pod are the row's, never the device count by habit.
@@ -143,7 +143,8 @@ def test_planner_sizes_training_by_the_rows_sharding_over_the_rows_holders() -> 
         AcceleratorPoolSpec.model_validate({"nodeSelector": {"p": "trn1"}, "instanceType": "trn1.32xlarge"}),
         CATALOG,
     )
-    found = options(work, pool, CATALOG.defaults, node_limit=8, tokens_per_device=700.0, hours_left=None)
+    rates = rates_for(work, pool, CATALOG.calibration)
+    found = options(work, pool, CATALOG.defaults, node_limit=8, rates=rates, hours_left=None)
     best = next(o for o in found if o.ok and o.devices_per_node == 16)
     row = pool.capability.training
     assert row is not None
@@ -159,6 +160,6 @@ def test_planner_sizes_training_by_the_rows_sharding_over_the_rows_holders() -> 
     replicated = replace(CAPABILITIES["neuron-xla"], training=replace(row, sharding="replicated"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(CAPABILITIES, "neuron-xla", replicated)
-        again = options(work, pool, CATALOG.defaults, node_limit=8, tokens_per_device=700.0, hours_left=None)
+        again = options(work, pool, CATALOG.defaults, node_limit=8, rates=rates, hours_left=None)
     assert not any(o.ok for o in again)
     assert all(o.stage is Stage.MEMORY for o in again)

@@ -338,13 +338,18 @@ def test_an_unusable_pool_is_reported_not_fatal() -> None:
     assert row.verdict == "InvalidPool" and "pricePerNodeHour" in row.note
 
 
-def test_measured_throughput_beats_the_catalog() -> None:
+def test_what_a_pool_learned_scales_its_speed() -> None:
     base = pool("p4d")
-    fast = PoolState("p4d", base.spec, base.nodes, observed_throughput={"llama3-8b": 50_000.0})
+    fast = PoolState("p4d", base.spec, base.nodes, learned={("train", "bf16"): 2.0})
     slow_d, fast_d = decide(train(), inventory(base)), decide(train(), Inventory((fast,)))
-    checkpointing = 0.75 if fast_d.activation_checkpointing else 1.0
-    assert fast_d.est_tokens_per_second == pytest.approx(50_000.0 * fast_d.devices * checkpointing)
+    assert slow_d.est_tokens_per_second and fast_d.est_tokens_per_second
+    per_device = fast_d.est_tokens_per_second / fast_d.devices
+    assert per_device == pytest.approx(2.0 * slow_d.est_tokens_per_second / slow_d.devices, rel=1e-6)
+    assert fast_d.est_hours is not None and slow_d.est_hours is not None
     assert fast_d.est_hours < slow_d.est_hours
+    # An inference factor does not touch training.
+    other = PoolState("p4d", base.spec, base.nodes, learned={("inference", "bf16"): 2.0})
+    assert decide(train(), Inventory((other,))).est_tokens_per_second == slow_d.est_tokens_per_second
 
 
 # ------------------------------------------------------------------ bad input

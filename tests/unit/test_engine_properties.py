@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from llama_operator.api import AcceleratorPoolSpec, LlamaJobSpec
 from llama_operator.catalog import builtin
 from llama_operator.planning import Decision, Inventory, JobRequest, NodeState, PoolState, plan, resolve_pool
-from llama_operator.planning.estimate import options, policy_key, training_tokens_per_device
+from llama_operator.planning.estimate import options, policy_key, rates_for
 from llama_operator.planning.workload import workload_of
 
 pytestmark = pytest.mark.unit
@@ -238,16 +238,15 @@ def test_the_fast_path_agrees_with_the_reference_options(inv: Inventory, raw: di
         if not row.available_now:
             continue
         kind = resolve_pool(state.spec, CATALOG)
-        tpd = training_tokens_per_device(
-            work, kind, None, CATALOG.profile(kind.accelerator, work.shape.preset)
-        )
+        assert CATALOG.calibration is not None
+        rates = rates_for(work, kind, CATALOG.calibration)
         hours = None if work.deadline is None else (work.deadline - NOW).total_seconds() / 3600
         found = options(
             work,
             kind,
             CATALOG.defaults,
             node_limit=state.capacity_nodes(),
-            tokens_per_device=tpd,
+            rates=rates,
             hours_left=hours,
         )
         best = min((o for o in found if o.ok), key=lambda o: policy_key(work, o))

@@ -98,8 +98,9 @@ CAPABILITIES: Final[dict[Line, Capability]] = {
         "cpu",
         # lifecycle/workerplan.py runs CPU training in the backend default, fp32 (bf16 autocast is slow).
         Training("full", "per-pod", "process", ("fp32", "bf16"), "fused", True, computes_in="fp32"),
-        Serving("llama-runtime", "per-device", ("fp32", "bf16")),
-        "llama_runtime.backends.base (FSDP2 over gloo, sdpa); llama_runtime.serve (fp32 by default)",
+        Serving("llama-runtime", "per-device", ("fp32", "bf16"), replicates_kv=True),
+        "llama_runtime.backends.base (FSDP2 over gloo, sdpa); llama_runtime.serve.tensor_parallel (fp32 "
+        "by default; KV heads replicated past their count)",
     ),
     "cuda": Capability(
         "cuda",

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from llama_operator.api import LlamaJobStatus
+from llama_operator.api import LearnedSpeed, LlamaJobStatus
 from llama_operator.api.types import API_VERSION, LLAMAJOB_KIND
 from llama_operator.controller import metrics
 from llama_operator.controller.kube import Kube
@@ -46,6 +46,8 @@ from llama_operator.lifecycle.snapshot import (
 )
 from llama_operator.lifecycle.status import ACTIVE_PHASES, dump
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
+from llama_operator.planning import learning
+from llama_operator.planning.engine import calibration_of
 
 log = structlog.get_logger("llamaop")
 
@@ -109,6 +111,7 @@ class Loop:
         self.pools_at = 0.0
         self.pool_every = 10.0
         self._pools: Mapping[str, Any] = {}
+        self.learned_written: dict[str, list[LearnedSpeed]] = {}
         self.passes = 0
 
     def configure(self, kube: Kube, options: Options, planner: Planner) -> None:
@@ -320,17 +323,25 @@ class Loop:
         return created
 
     async def _learn(self, action: RecordThroughput) -> None:
-        """Fold a measured tokens/s per device into the pool's observedThroughput (moving average)."""
+        """Fold a finished job's measured speed into its pool's learnedSpeeds (planning/learning.py)."""
         assert self.kube is not None
         pool = self._pools.get(action.pool)
-        known = pool.status.observed_throughput if pool is not None and pool.status else {}
-        old = known.get(action.preset)
-        new = (
-            action.tokens_per_second_per_device
-            if old is None
-            else 0.7 * old + 0.3 * action.tokens_per_second_per_device
+        if pool is None:
+            return
+        known = pool.status.learned_speeds if pool.status else []
+        mine = self.learned_written.get(action.pool, [])
+        if sum(e.runs for e in mine) > sum(e.runs for e in known):
+            known = mine  # this process wrote a newer list than the watch has shown yet
+        catalog = self.options.catalog
+        learned = learning.record(
+            known, action.sample, pool.spec, catalog, calibration_of(catalog), datetime.now(UTC)
         )
-        await self.kube.patch_pool_status(action.pool, {"observedThroughput": {action.preset: round(new, 3)}})
+        if learned is None:
+            return
+        self.learned_written[action.pool] = learned
+        await self.kube.patch_pool_status(
+            action.pool, {"learnedSpeeds": [e.model_dump(by_alias=True, mode="json") for e in learned]}
+        )
 
     def _after_status(self, key: str, status: Mapping[str, Any], now: datetime) -> None:
         phase = status.get("phase")

@@ -32,6 +32,9 @@ from llama_operator.lifecycle.status import (
     transition,
 )
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
+from llama_operator.planning.learning import Sample
+from llama_operator.planning.llama import shape_of
+from llama_operator.planning.speed import Arch
 from llama_operator.workers import attempt_selector, job_selector, other_attempts_selector, selector_string
 
 
@@ -225,11 +228,23 @@ def track_attempt(ctx: JobContext, settings: Settings) -> tuple[JobActions, bool
 
 
 def _throughput(spec: LlamaJobSpec, status: LlamaJobStatus) -> RecordThroughput | None:
-    """What a finished preset job teaches its pool: measured training tokens/s per device."""
-    progress, devices = status.progress, status.devices
-    if not (spec.model.preset and status.pool and devices and progress and progress.tokens_per_second):
+    """What a finished training job teaches its pool: its measured tokens/s with the facts to predict it."""
+    progress, nodes, per_node = status.progress, status.nodes, status.devices_per_node
+    if spec.training is None or not (
+        status.pool and nodes and per_node and progress and progress.tokens_per_second
+    ):
         return None
-    return RecordThroughput(status.pool, spec.model.preset, round(progress.tokens_per_second / devices, 3))
+    sample = Sample(
+        mode="train",
+        precision=spec.training.precision,
+        tokens_per_second=progress.tokens_per_second,
+        arch=Arch.of(shape_of(spec.model)),
+        devices_per_node=per_node,
+        nodes=nodes,
+        sequence_length=spec.training.sequence_length,
+        activation_checkpointing=bool(status.activation_checkpointing),
+    )
+    return RecordThroughput(status.pool, sample)
 
 
 def refresh_cost(job: JobView, now: datetime) -> JobActions:

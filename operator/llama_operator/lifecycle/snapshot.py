@@ -15,6 +15,7 @@ from llama_operator.lifecycle.reconcile import JobContext, Settings, reconcile_j
 from llama_operator.lifecycle.status import ACTIVE_PHASES, dump, transition
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
 from llama_operator.lifecycle.workerplan import worker_plan
+from llama_operator.planning import learning
 from llama_operator.planning.decision import Decision
 from llama_operator.planning.inventory import Inventory, JobRequest, NodeState, PoolState
 from llama_operator.planning.pools import PoolError, resolve_pool
@@ -136,7 +137,7 @@ def build_inventory(snap: Snapshot, catalog: Catalog, active: Sequence[JobView])
                 spec=pool.spec,
                 nodes=tuple(nodes),
                 cooldown_until=status.cooldown_until if status else None,
-                observed_throughput=dict(status.observed_throughput) if status else {},
+                learned=learning.factors(status.learned_speeds) if status else {},
             )
         )
     promised: dict[str, int] = defaultdict(int)

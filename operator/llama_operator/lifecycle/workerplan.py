@@ -7,6 +7,7 @@ from typing import Any
 
 from llama_operator.api import AcceleratorPool, LlamaJobSpec
 from llama_operator.planning.decision import Decision
+from llama_operator.planning.engines import serving_engine
 from llama_operator.workers import (
     InferenceSettings,
     Toleration,
@@ -74,9 +75,16 @@ def worker_plan(
         )
         # bf16 autocast on CPU is slow and the default fp32 is what the CPU tests compare against.
         precision = t.precision if backend != "cpu" else None
+    engine = "llama-runtime"
     if spec.mode == "inference":
         s = spec.serving()
-        inference = InferenceSettings(port=s.port, max_batch=s.max_batch, max_new_tokens=s.max_new_tokens)
+        inference = InferenceSettings(
+            port=s.port,
+            max_batch=s.max_batch,
+            max_new_tokens=s.max_new_tokens,
+            context_length=s.context_length,
+        )
+        engine = serving_engine(decision.family or "cpu", decision.accelerator or "")
     checkpoint = spec.training.checkpoint.uri if spec.training else ""
     return WorkerPlan(
         job_name=name,
@@ -90,8 +98,11 @@ def worker_plan(
         node_names=decision.node_names,
         model=model_env(spec),
         attempt=attempt,
-        devices_per_pod=decision.devices_per_node if decision.resource_name else 0,
+        # On cpu pools the devices are worker slots: no resource request, but the launcher's process count.
+        devices_per_pod=decision.devices_per_node,
         resource_name=decision.resource_name,
+        accelerator=decision.accelerator or "",
+        engine=engine,  # type: ignore[arg-type]
         neuron=neuron,
         efa_per_pod=decision.efa_per_node,
         node_selector=dict(pool.spec.node_selector),

@@ -42,6 +42,8 @@ class Candidate:
     verdict: str
     """Chosen, Costlier, Slower, NoCapacity, or the constraint that ruled the pool out."""
     note: str
+    tokens_per_second_per_sequence: float | None = None
+    """Inference: decode rate of one sequence."""
 
     def to_status(self) -> CandidateStatus:
         return CandidateStatus(
@@ -52,6 +54,7 @@ class Candidate:
             nodes=self.nodes,
             fits=self.fits,
             tokens_per_second=_round(self.tokens_per_second, 1),
+            tokens_per_second_per_sequence=_round(self.tokens_per_second_per_sequence, 2),
             hours=_round(self.hours, 3),
             price_per_hour=_round(self.price_per_hour, 4),
             cost=_round(self.cost, 2),
@@ -81,6 +84,8 @@ class Decision:
     instance_type: str | None = None
     backend: str | None = None
     """cpu, cuda or neuron: LLAMAOP_BACKEND of the workers."""
+    engine: str | None = None
+    """Inference: what serves on the pool (llama-runtime, vllm, nxd-inference; the capability table)."""
     resource_name: str | None = None
     """Extended resource each pod requests devices_per_node of (None on cpu pools)."""
     node_names: tuple[str, ...] = ()
@@ -102,6 +107,8 @@ class Decision:
     """Training only: startup plus compute time."""
     est_cost: float | None = None
     est_tokens_per_second: float | None = None
+    est_tokens_per_second_per_sequence: float | None = None
+    """Inference: decode rate of one sequence."""
     cost_per_million_tokens: float | None = None
     est_finish: datetime | None = None
     candidates: tuple[Candidate, ...] = ()
@@ -126,6 +133,8 @@ class Decision:
         status.nodes = self.nodes if placed else None
         status.devices_per_node = self.devices_per_node if placed else None
         status.devices = self.devices if placed else None
+        status.engine = self.engine if placed else None
+        status.activation_checkpointing = self.activation_checkpointing if placed else None
         status.node_names = list(self.node_names) if placed else []
         status.price_per_hour = _round(self.price_per_hour, 4) if placed else None
         status.estimated_cost = _round(self.est_cost, 2) if placed else None

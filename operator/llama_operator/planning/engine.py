@@ -10,14 +10,15 @@ the candidate table and the messages.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
-from llama_operator.catalog import Catalog
+from llama_operator.catalog import Calibration, Catalog
 from llama_operator.catalog import builtin as builtin_catalog
-from llama_operator.planning import explain
+from llama_operator.planning import calibration, explain
 from llama_operator.planning.decision import Candidate, Decision, finish_time
+from llama_operator.planning.engines import serving_engine
 from llama_operator.planning.estimate import (
     Option,
     Shared,
@@ -25,8 +26,8 @@ from llama_operator.planning.estimate import (
     bounded,
     capped,
     policy_key,
+    rates_for,
     shared,
-    training_tokens_per_device,
     unit_pool,
 )
 from llama_operator.planning.explain import PlannedPool, PoolEval
@@ -39,8 +40,12 @@ log = logging.getLogger(__name__)
 
 Ranking = Literal["policy", "first-fit", "cheapest-device-hour"]
 """policy: the job's placement policy (the engine). The others are the simulator's baselines: the first
-pool in inventory order with room (Kueue's flavor order), or the lowest list price per device-hour;
-both ignore price caps, maxCost and deadlines."""
+pool in inventory order with room (Kueue's flavor order), or the lowest list price per device-hour.
+Baselines honour what they can see as the engine does (price caps, maxCost and deadlines by the same
+estimates) and differ only in which feasible pool they take."""
+
+SpeedAdjust = Callable[[Workload, PoolType], float]
+"""A factor on the calibrated speed of a workload on a pool type (the simulator's oracle knows the truth)."""
 
 RANKINGS: tuple[Ranking, ...] = ("policy", "first-fit", "cheapest-device-hour")
 
@@ -55,12 +60,14 @@ class Planner:
         now: datetime,
         catalog: Catalog | None = None,
         ranking: Ranking = "policy",
+        adjust: SpeedAdjust | None = None,
     ) -> None:
         self.now = now
         self.catalog = catalog or builtin_catalog()
+        self.calibration = calibration_of(self.catalog)
         self.ranking = ranking
+        self.adjust = adjust
         self._units: dict[PoolType, PoolType] = {}
-        self._speeds: dict[tuple[str, str | None], float | None] = {}
         self.pools = [self._pool(state, inventory) for state in inventory.pools]
 
     def _pool(self, state: PoolState, inventory: Inventory) -> PlannedPool:
@@ -106,8 +113,6 @@ class Planner:
                 "UnknownAccelerator",
                 f"{', '.join(unknown)} not in the catalog ({known})",
             )
-        if self.ranking != "policy":
-            work = work.without_limits()
         hours_left = None
         if work.deadline is not None:
             hours_left = (work.deadline - self.now).total_seconds() / 3600.0
@@ -120,7 +125,7 @@ class Planner:
                 )
         uncapped = work.without_caps()
         # This job's physics per hardware (and measured speed): skips hashing the workload per pool.
-        seen: dict[tuple[int, float | None], Shared] = {}
+        seen: dict[tuple[int, float], Shared] = {}
         evals = [self._evaluate(work, uncapped, job, pool, hours_left, seen) for pool in self.pools]
         chosen = self._choose(work, evals)
         candidates = explain.candidates(work, evals, chosen)
@@ -146,7 +151,7 @@ class Planner:
         job: JobRequest,
         pool: PlannedPool,
         hours_left: float | None,
-        seen: dict[tuple[int, float | None], Shared],
+        seen: dict[tuple[int, float], Shared],
     ) -> PoolEval:
         ev = PoolEval(pool)
         ptype, state = pool.type, pool.state
@@ -172,20 +177,14 @@ class Planner:
             ev.blocked = "Excluded"
         elif state.cooldown_until is not None and state.cooldown_until > self.now:
             ev.blocked = "CoolingDown"
-        preset = work.shape.preset
-        observed = state.observed_throughput.get(preset) if preset and state.observed_throughput else None
-        local = (id(pool.unit), observed)
+        factor = state.learned.get((work.mode, work.precision), 1.0) if state.learned else 1.0
+        if self.adjust is not None:
+            factor *= self.adjust(work, ptype)
+        local = (id(pool.unit), factor)
         result = seen.get(local)
         if result is None:
-            tpd = 0.0
-            if work.mode == "train":
-                speed = (ptype.accelerator, preset)
-                if speed not in self._speeds:
-                    self._speeds[speed] = self.catalog.profile(ptype.accelerator, preset)
-                tpd = training_tokens_per_device(work, ptype, observed, self._speeds[speed])
-            result = shared(
-                uncapped, pool.unit, self.catalog.defaults, tokens_per_device=tpd, hours_left=hours_left
-            )
+            rates = rates_for(work, ptype, self.calibration, factor=factor)
+            result = shared(uncapped, pool.unit, self.catalog.defaults, rates=rates, hours_left=hours_left)
             seen[local] = result
         price, limit = ptype.price_per_node_hour, pool.node_limit
         max_price, max_cost = work.max_price_per_hour, work.max_cost
@@ -248,6 +247,7 @@ class Planner:
             capacity_type=ptype.capacity_type,
             instance_type=ptype.instance_type,
             backend=ptype.backend,
+            engine=serving_engine(ptype.family, ptype.accelerator) if work.mode == "inference" else None,
             resource_name=ptype.resource_name,
             node_names=node_names,
             nodes=option.pods,
@@ -261,6 +261,7 @@ class Planner:
             est_hours=option.hours,
             est_cost=option.cost,
             est_tokens_per_second=option.tokens_per_second,
+            est_tokens_per_second_per_sequence=option.tokens_per_second_per_sequence or None,
             cost_per_million_tokens=option.cost_per_million_tokens,
             est_finish=finish_time(self.now, option.hours),
             candidates=candidates,
@@ -285,10 +286,26 @@ def plan(
     now: datetime,
     catalog: Catalog | None = None,
     ranking: Ranking = "policy",
+    adjust: SpeedAdjust | None = None,
 ) -> list[Decision]:
     """One decision per job, in the order decided (see `order`). Pure and deterministic."""
-    planner = Planner(inventory, now=now, catalog=catalog, ranking=ranking)
+    planner = Planner(inventory, now=now, catalog=catalog, ranking=ranking, adjust=adjust)
     return [planner.decide(job) for job in order(jobs)]
+
+
+_FITTED: dict[int, tuple[Catalog, Calibration]] = {}
+
+
+def calibration_of(catalog: Catalog) -> Calibration:
+    """The catalog's calibration, or a fit to its measurements when it has none (a catalog override that
+    changes measurements or accelerators drops the shipped fit)."""
+    if catalog.calibration is not None:
+        return catalog.calibration
+    cached = _FITTED.get(id(catalog))
+    if cached is None or cached[0] is not catalog:
+        cached = (catalog, calibration.fit(catalog)[0])
+        _FITTED[id(catalog)] = cached
+    return cached[1]
 
 
 def _device_hour(pool: PlannedPool) -> float:

@@ -13,11 +13,13 @@ then per pool `bounded` (its node limit), `Option.priced` (its price) and `cappe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from functools import lru_cache
 
-from llama_operator.catalog import Defaults
+from llama_operator.catalog import Calibration, Defaults
+from llama_operator.planning import speed
 from llama_operator.planning.llama import (
     GIB,
     KV_TRAFFIC,
@@ -26,10 +28,9 @@ from llama_operator.planning.llama import (
     training_memory,
 )
 from llama_operator.planning.pools import PoolType
+from llama_operator.planning.speed import CHECKPOINTING_SPEEDUP
 from llama_operator.planning.workload import Workload
 
-# Recomputing activations costs one more forward pass: 8 instead of 6 FLOPs per parameter and token.
-CHECKPOINTING_SPEEDUP = 6.0 / 8.0
 # Inference working memory beyond weights and KV cache (activations, buffers).
 INFERENCE_OVERHEAD = 1.05
 
@@ -45,11 +46,12 @@ class Stage(IntEnum):
     NODES = 3
     BATCH = 4
     MEMORY = 5
-    THROUGHPUT = 6
-    DEADLINE = 7
-    PRICE = 8
-    COST = 9
-    OK = 10
+    LATENCY = 6
+    THROUGHPUT = 7
+    DEADLINE = 8
+    PRICE = 9
+    COST = 10
+    OK = 11
 
 
 REASONS: dict[Stage, str] = {
@@ -58,6 +60,7 @@ REASONS: dict[Stage, str] = {
     Stage.NODES: "NotEnoughNodes",
     Stage.BATCH: "BatchSplit",
     Stage.MEMORY: "DoesNotFit",
+    Stage.LATENCY: "TooSlowPerSequence",
     Stage.THROUGHPUT: "TooSlow",
     Stage.PRICE: "ExceedsMaxPrice",
     Stage.COST: "ExceedsMaxCost",
@@ -96,6 +99,8 @@ class Option:
     """The bound that was broken (node limit, price cap, cost cap, hours left, target tokens/s)."""
     unshardable: bool = False
     """MEMORY: what each rank holds whatever the node count (a gathered layer, activations) is too big."""
+    tokens_per_second_per_sequence: float = 0.0
+    """Inference: decode rate of one sequence (1 / step time)."""
     holders_per_pod: int = 1
     """Training: holders of a state shard and a micro batch each per pod (processes, or XLA devices)."""
     detail: str = ""
@@ -160,6 +165,7 @@ class Option:
             needed,
             limit,
             self.unshardable,
+            self.tokens_per_second_per_sequence,
             self.holders_per_pod,
             self.detail,
         )
@@ -182,6 +188,8 @@ class Option:
             return self.needed / max(limit, 1e-9)
         if stage is Stage.THROUGHPUT:
             return limit / max(self.tokens_per_second, 1e-9)
+        if stage is Stage.LATENCY:
+            return limit / max(self.tokens_per_second_per_sequence, 1e-9)
         if stage is Stage.PRICE:
             return self.price_per_hour / limit
         if stage is Stage.COST:
@@ -219,6 +227,11 @@ class Option:
                 return (
                     f"{self.tokens_per_second:,.0f} tokens/s on {shape}, below the target {self.limit:,.0f}"
                 )
+            case Stage.LATENCY:
+                return (
+                    f"{self.tokens_per_second_per_sequence:,.1f} tokens/s per sequence on {shape}, below "
+                    f"the floor {self.limit:,.1f} (inference.minTokensPerSecondPerSequence)"
+                )
             case Stage.PRICE:
                 return f"${self.price_per_hour:,.2f}/h on {shape}, above maxPricePerHour ${self.limit:,.2f}"
             case Stage.COST:
@@ -243,15 +256,44 @@ def policy_key(work: Workload, option: Option) -> tuple[float, ...]:
     return (pph, tps, option.devices) if work.policy == "cheapest" else (tps, pph, option.devices)
 
 
-def training_tokens_per_device(
-    work: Workload, pool: PoolType, observed: float | None, profile: float | None
-) -> float:
-    """Measured on this pool, else published for the accelerator, else peak FLOP/s x efficiency."""
-    if observed:
-        return observed
-    if profile:
-        return profile
-    return pool.device.peak_tflops * 1e12 * pool.device.efficiency / work.flops_per_token
+# Every serving engine of the capability contract serves bf16.
+SERVING_PRECISION = "bf16"
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """The calibrated speeds of one workload on one kind of hardware (hashable: `shared` caches on it)."""
+
+    tokens_per_device: float = 0.0
+    """Training tokens/s of one device when the job fits one node."""
+    node_retention: float = 1.0
+    bandwidth_efficiency: float = 0.0
+    """Inference (with compute_efficiency: the calibration's InferenceSpeed)."""
+    compute_efficiency: float = 0.0
+    replica_retention: float = 1.0
+    factor: float = 1.0
+    """Inference: what a pool learned, times any simulator truth."""
+
+
+def rates_for(
+    work: Workload, device_pool: PoolType, calibration: Calibration, *, factor: float = 1.0
+) -> Rates:
+    """The calibration's speeds for `work` on the pool's accelerator, times `factor` (what the pool has
+    learned from finished jobs, planning/learning.py)."""
+    device, accelerator = device_pool.device, device_pool.accelerator
+    if work.mode == "train":
+        fitted = speed.training_speed(calibration, accelerator, device, work.precision)
+        per_device = speed.training_tokens_per_device(
+            work.flops_per_token, device, work.precision, fitted, factor=factor
+        )
+        return Rates(tokens_per_device=per_device, node_retention=calibration.node_retention)
+    fitted_inference = speed.inference_speed(calibration, accelerator, device, SERVING_PRECISION)
+    return Rates(
+        bandwidth_efficiency=fitted_inference.bandwidth_efficiency,
+        compute_efficiency=fitted_inference.compute_efficiency,
+        replica_retention=calibration.replica_retention,
+        factor=factor,
+    )
 
 
 def unit_pool(pool: PoolType) -> PoolType:
@@ -272,18 +314,12 @@ def options(
     defaults: Defaults,
     *,
     node_limit: int,
-    tokens_per_device: float,
+    rates: Rates,
     hours_left: float | None,
 ) -> tuple[Option, ...]:
     """Every option of `work` on `pool` with at most `node_limit` nodes, feasible or not. `hours_left`
     is the time to the deadline."""
-    found = physics(
-        work.without_caps(),
-        unit_pool(pool),
-        defaults,
-        tokens_per_device=tokens_per_device,
-        hours_left=hours_left,
-    )
+    found = physics(work.without_caps(), unit_pool(pool), defaults, rates=rates, hours_left=hours_left)
     price = pool.price_per_node_hour
     return tuple(capped(work, bounded(work, o, node_limit).priced(price)) for o in found)
 
@@ -299,11 +335,11 @@ class Shared:
 
 @lru_cache(maxsize=16384)
 def shared(
-    work: Workload, unit: PoolType, defaults: Defaults, *, tokens_per_device: float, hours_left: float | None
+    work: Workload, unit: PoolType, defaults: Defaults, *, rates: Rates, hours_left: float | None
 ) -> Shared:
     """Cached `physics` for `work.without_caps()` on `unit_pool(...)`: pools of one instance type and
     replans of one job share it."""
-    found = physics(work, unit, defaults, tokens_per_device=tokens_per_device, hours_left=hours_left)
+    found = physics(work, unit, defaults, rates=rates, hours_left=hours_left)
     feasible = sorted((o for o in found if o.ok), key=lambda o: policy_key(work, o))
     return Shared(tuple(feasible), found)
 
@@ -337,13 +373,13 @@ def capped(work: Workload, option: Option) -> Option:
 
 
 def physics(
-    work: Workload, unit: PoolType, defaults: Defaults, *, tokens_per_device: float, hours_left: float | None
+    work: Workload, unit: PoolType, defaults: Defaults, *, rates: Rates, hours_left: float | None
 ) -> tuple[Option, ...]:
     """Options on unit-priced hardware with no node limit, checking devices, batch split, memory,
-    throughput target and deadline."""
+    per-sequence decode floor, throughput target and deadline."""
     if work.mode == "train":
-        return _training(work, unit, defaults, tokens_per_device, hours_left)
-    return _inference(work, unit, defaults)
+        return _training(work, unit, defaults, rates, hours_left)
+    return _inference(work, unit, defaults, rates)
 
 
 def _device_counts(work: Workload, pool: PoolType) -> tuple[int, ...] | None:
@@ -355,7 +391,7 @@ def _device_counts(work: Workload, pool: PoolType) -> tuple[int, ...] | None:
 
 
 def _training(
-    work: Workload, pool: PoolType, defaults: Defaults, tokens_per_device: float, hours_left: float | None
+    work: Workload, pool: PoolType, defaults: Defaults, rates: Rates, hours_left: float | None
 ) -> tuple[Option, ...]:
     counts = _device_counts(work, pool)
     if counts is None:
@@ -366,9 +402,11 @@ def _training(
     spot = pool.capacity_type == "spot"
     slowdown = 1.0 + (defaults.spot_time_overhead if spot else 0.0)
     startup = pool.device.startup_minutes / 60.0
-    multi_node = (
-        defaults.multi_node_efficiency if pool.efa_per_node else defaults.multi_node_efficiency_no_efa
-    )
+    efa, no_efa = bool(pool.efa_per_node), defaults.multi_node_efficiency_no_efa
+
+    def multi_node(nodes: int) -> float:
+        return speed.node_scale(nodes, rates.node_retention, efa=efa, no_efa=no_efa)
+
     widest = max(counts)
     modes = (False, True) if work.activation_checkpointing is None else (work.activation_checkpointing,)
     memory = {ac: _training_memory(work, pool, ac) for ac in modes}
@@ -381,7 +419,7 @@ def _training(
             if ac and plain is not None and plain.fits and (plain.pods == 1 or work.nodes is not None):
                 break  # checkpointing would only be slower: it cannot save a node here
             option = _training_option(
-                work, pool, dpn, holders, rank_budget, ac, memory[ac], tokens_per_device, hours_left,
+                work, pool, dpn, holders, rank_budget, ac, memory[ac], rates.tokens_per_device, hours_left,
                 slowdown=slowdown, startup=startup, multi_node=multi_node, widest=widest,
             )  # fmt: skip
             if option is not None:
@@ -455,7 +493,7 @@ def _training_option(
     *,
     slowdown: float,
     startup: float,
-    multi_node: float,
+    multi_node: Callable[[int], float],
     widest: int,
 ) -> Option | None:
     fixed, state = memory.fixed, memory.sharded
@@ -492,7 +530,7 @@ def _training_option(
             Stage.UNSUPPORTED, dpn, work.nodes, processes, ac, need_gib, usable_gib,
             holders_per_pod=holders, detail=f"{fits}, but {too_many}",
         )  # fmt: skip
-    if max_nodes is not None and fit_nodes > max_nodes:  # like a pool's node limit, but the runtime's
+    if max_nodes is not None and work.nodes is None and fit_nodes > max_nodes:  # the runtime's node limit
         return Option(
             Stage.MEMORY, dpn, fit_nodes, processes, ac, fit_nodes=fit_nodes, needed=fit_nodes,
             limit=max_nodes, holders_per_pod=holders,
@@ -502,9 +540,7 @@ def _training_option(
     deadline_nodes = 1
     if hours_left is not None:
         need = work.tokens * slowdown / (max(hours_left - startup, 1e-9) * 3600.0)
-        deadline_nodes = math.ceil(need / node_speed)
-        if deadline_nodes > 1:
-            deadline_nodes = math.ceil(need / (node_speed * multi_node))
+        deadline_nodes = speed.nodes_for(need, node_speed, multi_node)
     if work.nodes is not None:
         nodes = base = work.nodes
     else:
@@ -525,7 +561,7 @@ def _training_option(
     need_gib = memory.per_holder(nodes * holders) * holders / dpn / GIB
     if need_gib > usable_gib:
         return Option(Stage.MEMORY, dpn, nodes, processes, ac, need_gib, usable_gib, **sizes)
-    tps = nodes * node_speed * (multi_node if nodes > 1 else 1.0)
+    tps = nodes * node_speed * multi_node(nodes)
     hours = startup + work.tokens / (tps * 3600.0) * slowdown
     price = nodes * dpn / pool.devices_per_node * pool.price_per_node_hour
     cost = price * hours
@@ -556,7 +592,7 @@ def _batch_nodes(work: Workload, ranks: int, nodes: int) -> int:
     return nodes
 
 
-def _inference(work: Workload, pool: PoolType, defaults: Defaults) -> tuple[Option, ...]:
+def _inference(work: Workload, pool: PoolType, defaults: Defaults, rates: Rates) -> tuple[Option, ...]:
     counts = _device_counts(work, pool)
     if counts is None:
         return (Option(Stage.DEVICES, work.devices_per_node or 0, 0, needed=work.devices_per_node or 0),)
@@ -581,18 +617,28 @@ def _inference(work: Workload, pool: PoolType, defaults: Defaults) -> tuple[Opti
             )
             continue
         # A decode step reads the weights and the live KV cache once, and computes one token per sequence.
-        bandwidth = dpn * device.memory_bandwidth_tbs * 1e12 * defaults.inference_bandwidth_efficiency
-        memory_time = (work.weights_bytes + KV_TRAFFIC * work.kv_bytes) / bandwidth
-        compute_time = (
-            work.max_batch * work.flops_per_token / (dpn * device.peak_tflops * 1e12 * device.efficiency)
+        step = speed.decode_step(
+            bytes_read=work.weights_bytes + KV_TRAFFIC * work.kv_bytes,
+            flops=work.max_batch * work.flops_per_token,
+            devices=dpn,
+            device=device,
+            precision=SERVING_PRECISION,
+            speed=rates,
+            replica_retention=rates.replica_retention,
+            factor=rates.factor,
         )
-        tps = replicas * work.max_batch / max(memory_time, compute_time)
+        per_sequence = 1.0 / step.seconds
+        tps = replicas * work.max_batch * per_sequence
         price = replicas * dpn / pool.devices_per_node * pool.price_per_node_hour
-        target = work.target_tokens_per_second
-        slow = target is not None and tps < target
+        target, floor = work.target_tokens_per_second, work.min_tokens_per_second_per_sequence
+        stage, limit = Stage.OK, 0.0
+        if per_sequence < floor:
+            stage, limit = Stage.LATENCY, floor
+        elif target is not None and tps < target:
+            stage, limit = Stage.THROUGHPUT, target
         found.append(
             Option(
-                Stage.THROUGHPUT if slow else Stage.OK,
+                stage,
                 dpn,
                 replicas,
                 degree,
@@ -605,7 +651,8 @@ def _inference(work: Workload, pool: PoolType, defaults: Defaults) -> tuple[Opti
                 None,
                 price / (tps * 3600.0) * 1e6,
                 nodes_needed=nodes,
-                limit=target if slow and target is not None else 0.0,
+                limit=limit,
+                tokens_per_second_per_sequence=per_sequence,
             )
         )
     return tuple(found)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llama_operator.planning.decision import Candidate, Decision
+from llama_operator.planning.engines import serving_engine
 from llama_operator.planning.estimate import Option
 from llama_operator.planning.inventory import PoolState
 from llama_operator.planning.pools import PoolType
@@ -82,6 +83,9 @@ def candidates(work: Workload, evals: list[PoolEval], chosen: PoolEval | None) -
         else:
             rank = (4, 0, 0, 0)
             verdict, note = ev.verdict, ev.note
+        if work.mode == "inference" and ptype is not None:
+            engine = f"served by {serving_engine(ptype.family, ptype.accelerator)}"
+            note = f"{note}; {engine}" if note else engine
         row = Candidate(
             pool=pool.name,
             accelerator=ptype.accelerator if ptype else "",
@@ -91,6 +95,7 @@ def candidates(work: Workload, evals: list[PoolEval], chosen: PoolEval | None) -
             nodes=shown.pods if shown else 0,
             fits=bool(shown and shown.fits),
             tokens_per_second=shown.tokens_per_second or None if shown else None,
+            tokens_per_second_per_sequence=shown.tokens_per_second_per_sequence or None if shown else None,
             hours=shown.hours if shown else None,
             price_per_hour=shown.price_per_hour or None if shown else None,
             cost=shown.cost if shown else None,

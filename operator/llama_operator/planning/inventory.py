@@ -32,8 +32,9 @@ class PoolState:
     nodes: tuple[NodeState, ...] = ()
     cooldown_until: datetime | None = None
     """The engine avoids the pool until then (set after a failover off it)."""
-    observed_throughput: Mapping[str, float] = field(default_factory=dict)
-    """Training tokens/s per device by preset, measured on this pool; beats the catalog."""
+    learned: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    """(mode, precision) -> factor on the calibrated speed, learned from jobs finished on this pool
+    (planning/learning.py)."""
 
     def capacity_nodes(self) -> int:
         """Most nodes the pool can ever offer: maxNodes, else the nodes it has."""

@@ -46,6 +46,7 @@ class Workload:
     """Weights and full KV cache of one replica as the model defines them (the speed model's bytes;
     what each rank holds depends on the pool's engine: llama.inference_rank_bytes)."""
     target_tokens_per_second: float | None = None
+    min_tokens_per_second_per_sequence: float = 0.0
 
     def without_caps(self) -> Workload:
         """The same work with no price or cost cap (the engine applies those per pool)."""
@@ -118,4 +119,5 @@ def workload_of(spec: LlamaJobSpec, created: datetime | None = None) -> Workload
         kv_bytes=kv,
         flops_per_token=llama.inference_flops_per_token(shape, serve.context_length),
         target_tokens_per_second=serve.target_tokens_per_second,
+        min_tokens_per_second_per_sequence=serve.min_tokens_per_second_per_sequence,
     )
