@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.runtime.conftest import train_here
-from tests.runtime.helpers import cli, events, losses, run, runtime_env
+from tests.runtime.helpers import BASE_ARGS, cli, events, losses, run, runtime_env
 
 pytestmark = pytest.mark.runtime
 
@@ -126,3 +126,18 @@ def test_xla_refuses_more_than_one_process(xla_python: str) -> None:
         "llama_runtime: error: torchrun started 2 processes but the XLA line trains in one process per "
         f"job, SPMD over the {DEVICES} devices it sees" in proc.stderr
     )
+
+
+def test_xla_recomputes_activations_with_the_same_losses(xla_python: str) -> None:
+    # The planner turns checkpointing on for llama3-8b on trn1; torch.utils.checkpoint cannot run on XLA
+    # tensors, so the backend recomputes with torch_xla's variant: the losses must not change.
+    args = [*BASE_ARGS, "--steps", "2", "--batch-size", "8", "--precision", "fp32"]
+    proc = run(
+        cli("train", *args, "--backend", "xla", "--activation-checkpointing", "1", python=xla_python),
+        env=runtime_env(**XLA_ENV),
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert events(proc.stdout, "training")[0]["activation_checkpointing"] is True
+    cpu = train_here(args)
+    assert list(losses(proc.stdout).values()) == pytest.approx(cpu["losses"], abs=1e-3)

@@ -89,7 +89,9 @@ class Trainer:
         model = build_model(config, "meta", LlamaForTraining)
         model.recompute = backend.recompute
         if cfg.activation_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # The backend's recompute: torch.utils.checkpoint fails on XLA tensors (it looks up a
+            # `torch.xla` device module), torch_xla's own variant does not.
+            model._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=backend.recompute)
         model = backend.shard(model, self.precision)
         if self.ckpt is not None:
             with self.ckpt.reader("model") as source:
