@@ -54,18 +54,22 @@ kind:
 	@hack/kind/maybe-run.sh
 
 xla-env:
-	@hack/xla/setup.sh
+	@hack/xla/setup.sh >/dev/null
 
-test: venv binaries debian lint
+# The runtime tier's XLA tests run in the XLA environment (built or reused above) and fail, not skip,
+# without it.
+XLA_TESTS := LLAMAOP_XLA_PYTHON=$$(hack/xla/setup.sh) LLAMAOP_REQUIRE_XLA=1
+
+test: venv binaries debian lint xla-env
 	@hack/cluster.sh up --workers
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(XLA_TESTS) $(PY) -m pytest $(PYTEST_ARGS)
 	@hack/kind/maybe-run.sh
 
 test-unit: venv
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-test-runtime: venv
-	$(PY) -m pytest -m runtime $(PYTEST_ARGS)
+test-runtime: venv xla-env
+	$(XLA_TESTS) $(PY) -m pytest -m runtime $(PYTEST_ARGS)
 
 test-cluster: venv binaries
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)

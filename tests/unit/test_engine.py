@@ -81,8 +81,19 @@ def test_cheapest_pool_wins_and_every_other_candidate_says_why() -> None:
     chosen = d.candidates[0]
     assert chosen.verdict == "Chosen" and chosen.pool == d.pool
     assert d.est_cost == pytest.approx(min(c.cost for c in available(d)))
-    assert {c.verdict for c in d.candidates[1:]} <= {"Costlier", "DoesNotFit", "ExceedsMaxCost"}
+    assert {c.verdict for c in d.candidates[1:]} <= {
+        "Costlier",
+        "DoesNotFit",
+        "ExceedsMaxCost",
+        "NotSupported",
+    }
     assert all(c.note for c in d.candidates)
+    # Inferentia2 serves only: the runtime's capability row refuses training there, in its own words.
+    inf2 = next(c for c in d.candidates if c.pool == "inf2")
+    assert (inf2.verdict, inf2.note) == (
+        "NotSupported",
+        "inferentia2 does not train (neuron-xla serves only there)",
+    )
     assert len(d.candidates) == len(POOLS)
     assert d.est_cost == pytest.approx(d.price_per_hour * d.est_hours)
     assert d.est_finish == NOW + timedelta(hours=d.est_hours)
@@ -106,8 +117,11 @@ def test_decision_carries_what_the_workers_need() -> None:
     assert len(d.node_names) == d.nodes == 1
     assert d.processes_per_node == d.devices_per_node
     assert d.cpu_per_pod == 192 / 8 * d.devices_per_node
+    # trn1 trains on the XLA line: one SPMD process per pod; trn2 natively, one process per NeuronCore.
     neuron = decide(train(), inventory(pool("trn1")))
-    assert (neuron.backend, neuron.processes_per_node) == ("neuron", 2 * neuron.devices_per_node)
+    assert (neuron.backend, neuron.processes_per_node) == ("neuron", 1)
+    native = decide(train(), inventory(pool("trn2")))
+    assert (native.backend, native.processes_per_node) == ("neuron", 4 * native.devices_per_node)
     tiny = decide(train("tiny", steps=20, batch=8), inventory(pool("cpu")))
     assert (tiny.backend, tiny.resource_name, tiny.processes_per_node) == ("cpu", None, 1)
     assert tiny.cpu_per_pod == 8 * tiny.devices_per_node

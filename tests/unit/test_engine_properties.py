@@ -288,10 +288,14 @@ def test_a_job_no_pool_can_fit_is_rejected_naming_the_binding_constraint(
 ) -> None:
     raw, reason = case
     usable = [p for p in inv.pools if p.capacity_nodes() > 0]
+    # Where every usable pool's runtime cannot train (Inferentia2), that, or a pool without room, binds.
+    refusing = all(str(p.spec.instance_type).startswith("inf2") for p in usable)
     d: Decision = plan([JobRequest("ns/j", LlamaJobSpec.model_validate(raw), NOW)], inv, now=NOW)[0]
     assert d.outcome == "rejected"
-    if usable:
+    if usable and refusing and reason != "DevicesNotAllowed":
+        assert d.reason in ("NotSupported", "NotEnoughNodes", reason), d.message
+    elif usable:
         assert d.reason == reason, d.message
         assert d.message and "even when empty" in d.message
     else:
-        assert d.reason in ("NotEnoughNodes", "DoesNotFit", "DeadlineMiss", reason)
+        assert d.reason in ("NotEnoughNodes", "DoesNotFit", "DeadlineMiss", "NotSupported", reason)

@@ -98,7 +98,8 @@ def _estimate(preset: str, learned: list[LearnedSpeed], nodes: int = 1) -> float
         {
             "mode": "train",
             "model": {"preset": preset},
-            "training": {"tokens": 10**9, "sequenceLength": 4096, "batchSize": 512},
+            # 2048: at 4096 the XLA line's attention scores no longer let 8B fit one trn1 node.
+            "training": {"tokens": 10**9, "sequenceLength": 2048, "batchSize": 512},
             "resources": {"nodes": nodes, "devicesPerNode": 16},
         }
     )
@@ -110,10 +111,9 @@ def _estimate(preset: str, learned: list[LearnedSpeed], nodes: int = 1) -> float
     return decision.est_tokens_per_second
 
 
-def test_what_8b_taught_on_trn1_moves_the_3b_estimate_and_other_node_counts() -> None:
+def test_what_8b_taught_on_trn1_moves_the_3b_estimate() -> None:
+    # One node only: trn1 trains on the XLA line, whose capability row allows one node per job.
     learned = record([], sample("llama3-8b", ratio=0.5))
     factor = learned[0].factor
-    for preset, nodes in (("llama3-8b", 1), ("llama3-3b", 1), ("llama3-3b", 2)):
-        assert _estimate(preset, learned, nodes) == pytest.approx(
-            factor * _estimate(preset, [], nodes), rel=1e-6
-        )
+    for preset in ("llama3-8b", "llama3-3b"):
+        assert _estimate(preset, learned) == pytest.approx(factor * _estimate(preset, []), rel=1e-6)

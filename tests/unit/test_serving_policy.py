@@ -39,9 +39,10 @@ def test_70b_serving_by_default_does_not_land_on_cpu(pools: str | None) -> None:
     d = decide(spec, pools)
     assert d.outcome == "placed" and d.family != "cpu"
     assert d.est_tokens_per_second_per_sequence is not None and d.est_tokens_per_second_per_sequence >= 10
-    cpu = [c for c in d.candidates if c.family == "cpu" and c.fits]
-    assert all(c.verdict == "TooSlowPerSequence" for c in cpu)
-    assert cpu or pools is not None  # the catalog's m7i.16xlarge holds the model; the example pool does not
+    cpu = [c for c in d.candidates if c.family == "cpu"]
+    assert all(c.verdict == "TooSlowPerSequence" for c in cpu if c.fits)
+    # The runtime's engine serves fp32 on CPU (its capability row): 282 GB of 70B weights fit no CPU pool.
+    assert all(c.verdict == "DoesNotFit" for c in cpu) and (cpu or pools is not None)
 
 
 def test_every_usable_candidate_shows_its_speed_per_sequence_and_its_price_per_token() -> None:
@@ -65,15 +66,15 @@ def test_cheapest_is_the_least_price_per_hour_among_options_above_the_floor() ->
 
 
 def test_a_job_that_asks_for_cpu_or_no_floor_can_have_it() -> None:
-    spec = example("serve-llama3-70b.yaml")
-    spec["placement"].pop("maxPricePerHour")
-    spec["inference"]["minTokensPerSecondPerSequence"] = 0
-    assert decide(spec).family == "cpu"  # the cheapest $/h once the floor is off
+    # 8B (70B no longer fits a CPU pool in the fp32 the CPU engine serves in).
     strict = example("serve-llama3-70b.yaml")
+    strict["model"] = {"preset": "llama3-8b"}
     strict["resources"] = {"families": ["cpu"]}
     d = decide(strict)
     assert d.outcome == "rejected" and d.reason == "TooSlowPerSequence"
     assert "minTokensPerSecondPerSequence" in d.message
+    strict["inference"]["minTokensPerSecondPerSequence"] = 0
+    assert decide(strict).family == "cpu"  # once the floor is off
 
 
 def test_a_higher_floor_or_a_target_moves_the_job_to_faster_hardware() -> None:

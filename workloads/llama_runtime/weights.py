@@ -178,8 +178,18 @@ def reset_buffers(model: nn.Module, device: torch.device) -> None:
             setattr(parent, module_name.rpartition(".")[2], fresh)
 
 
+# torch-xla's SPMD FSDPv2 wrappers hold the module they wrap as `_orig_module`.
+_WRAPPER = "_orig_module."
+
+
+def named_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """The model's parameters under LlamaForCausalLM's own names, whatever wraps its modules."""
+    for name, param in model.named_parameters():
+        yield name.replace(_WRAPPER, ""), param
+
+
 def named_local_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor, int, tuple[int, ...]]]:
     """(name, local rows, first row, full shape) for every parameter, tied ones once."""
-    for name, param in model.named_parameters():
+    for name, param in named_parameters(model):
         local, start = local_rows(param)
         yield name, local, start, tuple(param.shape)
