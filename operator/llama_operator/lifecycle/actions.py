@@ -68,7 +68,28 @@ class RecordThroughput:
     tokens_per_second_per_device: float
 
 
-Action = PatchStatus | CreateWorkers | DeleteWorkers | RecordEvent | CoolDownPool | RecordThroughput
+@dataclass(frozen=True)
+class ReportUnschedulable:
+    """A worker pod the scheduler refused for a resource the operator had booked: a bug report (the
+    inventory missed something), counted per pool and resource and logged with the scheduler's message."""
+
+    namespace: str
+    name: str
+    pool: str
+    node: str
+    resources: tuple[str, ...]
+    message: str
+
+
+Action = (
+    PatchStatus
+    | CreateWorkers
+    | DeleteWorkers
+    | RecordEvent
+    | CoolDownPool
+    | RecordThroughput
+    | ReportUnschedulable
+)
 
 
 @dataclass

@@ -8,7 +8,8 @@ from llama_operator.planning.decision import Candidate, Decision
 from llama_operator.planning.estimate import Option
 from llama_operator.planning.inventory import PoolState
 from llama_operator.planning.pools import PoolType
-from llama_operator.planning.slots import Slots
+from llama_operator.planning.resources import pod_requests
+from llama_operator.planning.slots import Slots, need_of
 from llama_operator.planning.workload import Workload
 
 
@@ -130,12 +131,33 @@ def blocked_note(ev: PoolEval, work: Workload) -> str:
     if ev.blocked == "CoolingDown":
         until = ev.pool.state.cooldown_until
         return f"cooling down until {until.isoformat() if until else '?'}"
-    per_pod = option.devices_per_node
+    per_pod, slots, ptype = option.devices_per_node, ev.pool.slots, ev.pool.type
+    need = ()
+    if slots.host is not None and ptype is not None:
+        spans = work.mode == "train" and option.pods > 1
+        need = need_of(pod_requests(ptype, per_pod, spans).vector(), ptype.resource_name)
     if work.mode == "train":
-        room = sum(1 for f in ev.pool.slots.free.values() if f >= per_pod)
-        return f"needs {option.pods} node(s) with {per_pod} free devices, {room} have them"
-    room = sum(f // per_pod for f in ev.pool.slots.free.values())
-    return f"needs {option.pods} replica(s) of {per_pod} devices, room for {room}"
+        room, devices = slots.nodes_with_room(per_pod, need), slots.nodes_with_room(per_pod)
+        more = f" ({devices} have the devices, not all of {_needs(need)} too)" if room < devices else ""
+        return f"needs {option.pods} node(s) with {per_pod} free devices, {room} have them{more}"
+    room, devices = slots.pods_with_room(per_pod, need), slots.pods_with_room(per_pod)
+    more = f" (devices for {devices}, not all of {_needs(need)} too)" if room < devices else ""
+    return f"needs {option.pods} replica(s) of {per_pod} devices, room for {room}{more}"
+
+
+def _needs(need: tuple[tuple[str, int], ...]) -> str:
+    """What a pod asks for besides its devices, for people: "1 vpc.amazonaws.com/efa, 21.6 cpu, ..."."""
+    shown = []
+    for resource, amount in need:
+        if resource == "pods":
+            continue
+        if resource == "cpu":
+            shown.append(f"{amount / 1000:g} cpu")
+        elif resource in ("memory", "ephemeral-storage"):
+            shown.append(f"{amount / 2**30:.1f}Gi {resource}")
+        else:
+            shown.append(f"{amount} {resource}")
+    return ", ".join(shown) or "the pod slots"
 
 
 def rejection(key: str, work: Workload, evals: list[PoolEval], candidates: tuple[Candidate, ...]) -> Decision:
