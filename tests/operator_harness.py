@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -34,10 +35,13 @@ def install_api(kubectl: Kubectl) -> None:
 class Operator:
     """One `llamaop run` process; start, SIGKILL and start again."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *extra: str) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *extra: str, namespaces: Sequence[str] = ()
+    ) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self.extra = extra
+        self.scope = [f"--namespace={ns}" for ns in namespaces] or ["--all-namespaces"]
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -45,7 +49,7 @@ class Operator:
     def start(self) -> None:
         self._log = self.log_path.open("ab")
         cmd = [
-            sys.executable, "-m", "llama_operator.cli", "run", "--all-namespaces", "--standalone",
+            sys.executable, "-m", "llama_operator.cli", "run", *self.scope, "--standalone",
             "--metrics-port", str(self.metrics_port), "--health-port", "0", "--pool-cooldown", "30",
             *self.extra,
         ]  # fmt: skip
