@@ -228,7 +228,9 @@ class Planner:
                 ev.best_key = policy_key(work, ev.best)
             if ev.blocked:
                 break
-            need = self.pod(ptype, option.devices_per_node, spans(work, option))[1] if track_host else ()
+            need: Need = ()
+            if track_host and option.devices_per_node <= pool.slots.most:  # else room() needs no more
+                need = self.pod(ptype, option.devices_per_node, spans(work, option))[1]
             if pool.slots.room(option, training, need):
                 ev.best_now = ev.best if first else option.priced(price)
                 ev.best_now_key = ev.best_key if first else policy_key(work, ev.best_now)

@@ -132,17 +132,19 @@ def blocked_note(ev: PoolEval, work: Workload) -> str:
         until = ev.pool.state.cooldown_until
         return f"cooling down until {until.isoformat() if until else '?'}"
     per_pod, slots, ptype = option.devices_per_node, ev.pool.slots, ev.pool.type
-    need = ()
-    if slots.host is not None and ptype is not None:
-        spans = work.mode == "train" and option.pods > 1
-        need = need_of(pod_requests(ptype, per_pod, spans).vector(), ptype.resource_name)
-    if work.mode == "train":
-        room, devices = slots.nodes_with_room(per_pod, need), slots.nodes_with_room(per_pod)
-        more = f" ({devices} have the devices, not all of {_needs(need)} too)" if room < devices else ""
-        return f"needs {option.pods} node(s) with {per_pod} free devices, {room} have them{more}"
-    room, devices = slots.pods_with_room(per_pod, need), slots.pods_with_room(per_pod)
-    more = f" (devices for {devices}, not all of {_needs(need)} too)" if room < devices else ""
-    return f"needs {option.pods} replica(s) of {per_pod} devices, room for {room}{more}"
+    train = work.mode == "train"
+    devices = slots.nodes_with_room(per_pod) if train else slots.pods_with_room(per_pod)
+    more = ""
+    if devices >= option.pods and slots.host is not None and ptype is not None:
+        # The devices are there: something else the pods request is not (EFA, cpu, memory, pod slots).
+        need = need_of(pod_requests(ptype, per_pod, train and option.pods > 1).vector(), ptype.resource_name)
+        room = slots.nodes_with_room(per_pod, need) if train else slots.pods_with_room(per_pod, need)
+        what = f"{devices} have the devices" if train else f"devices for {devices}"
+        more = f" ({what}, not all of {_needs(need)} too)"
+        devices = room
+    if train:
+        return f"needs {option.pods} node(s) with {per_pod} free devices, {devices} have them{more}"
+    return f"needs {option.pods} replica(s) of {per_pod} devices, room for {devices}{more}"
 
 
 def _needs(need: tuple[tuple[str, int], ...]) -> str:

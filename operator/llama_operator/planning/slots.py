@@ -42,17 +42,32 @@ class Slots:
         if d > self.most:  # the common case once a pool fills up: no node has that many free
             return False
         wanted = option.pods
-        if not need or self.host is None:
-            if training:
-                return sum(1 for f in self.free.values() if f >= d) >= wanted
-            return sum(f // d for f in self.free.values()) >= wanted
+        free = self.free
+        # Devices alone first (one pass, no calls): only when they would do are the other resources read.
+        if training:
+            if sum(1 for f in free.values() if f >= d) < wanted:
+                return False
+        elif sum(f // d for f in free.values()) < wanted:
+            return False
+        host = self.host
+        if not need or host is None:
+            return True
         found = 0
-        for name, f in self.free.items():
-            if f >= d:
-                fit = self.pods_on(name, d, need)
-                found += min(fit, 1) if training else fit
-                if found >= wanted:
-                    return True
+        for name, f in free.items():
+            if f < d:
+                continue
+            h = host.get(name)
+            count = 1 if training else f // d
+            if h is not None:
+                for resource, amount in need:
+                    fits = h.get(resource, 0) // amount
+                    if fits < count:
+                        count = fits
+                        if not count:
+                            break
+            found += count
+            if found >= wanted:
+                return True
         return False
 
     def nodes_with_room(self, devices: int, need: Need = ()) -> int:
