@@ -32,7 +32,7 @@ from llama_operator.planning import (
     plan,
     resolve_pool,
 )
-from llama_operator.planning.resources import EFA, HOST_SHARE, MIB
+from llama_operator.planning.resources import EFA, HOST_RESERVE, MIB
 from llama_operator.planning.resources import pod_requests as worker_requests
 from llama_operator.workers import render_pods
 
@@ -129,9 +129,10 @@ def test_usage_counts_bound_nominated_and_pinned_pods_until_they_finish() -> Non
     floating = _pod("floating", cpu="8")  # pending, could go anywhere: holds nothing yet
     usage = NodeUsage.of(pod_view(b) for b in (bound, nominated, pinned, done, floating))
     assert usage.by_node == {"n1": {"cpu": 3000, GPU: 1, "pods": 2}, "n2": {"cpu": 100, "pods": 1}}
-    assert usage.update("uid-bound", pod_view({**bound, "status": {"phase": "Succeeded"}}))
+    assert usage.update("uid-bound", pod_view({**bound, "status": {"phase": "Succeeded"}})) == "freed"
     assert usage.by_node["n1"] == {"cpu": 1000, "pods": 1}
-    assert usage.update("uid-nominated", None) and "n1" not in usage.by_node
+    assert usage.update("uid-nominated", None) == "freed" and "n1" not in usage.by_node
+    assert usage.update("uid-late", pod_view(_pod("late", "n2", cpu="1"))) == "taken"
     assert not usage.update("uid-floating", pod_view(floating))
 
 
@@ -248,12 +249,16 @@ def test_what_the_engine_takes_from_each_node_is_what_its_pod_and_a_re_render_af
 def test_worker_requests_leave_room_for_the_node_reserve_and_daemonsets() -> None:
     kind = resolve_pool(_pool("p5.48xlarge").spec, builtin())
     full = worker_requests(kind, 8, spans_nodes=True)
-    assert full.cpu_millis == math.floor(192 * HOST_SHARE * 1000) and full.efa == 32
+    assert full.cpu_millis == math.floor(192 * (1 - HOST_RESERVE) * 1000) and full.efa == 32
     assert full.memory_bytes % MIB == 0 and full.memory_bytes < 2048 * 2**30
     assert worker_requests(kind, 4, spans_nodes=True).efa == 16  # EFA pro rata of the devices
     assert worker_requests(kind, 8, spans_nodes=False).efa == 0  # one node: no collectives between nodes
     g5 = resolve_pool(_pool("g5.12xlarge").spec, builtin())
     assert worker_requests(g5, 2, spans_nodes=True).efa == 1  # the node's one interface, whole
+    # A small instance keeps at least 2.5 GiB: a g5.xlarge (16 GiB) worker asks for 13.5 GiB, which fits
+    # the ~14.3 GiB an EKS node of that size has allocatable; 90% (14.4 GiB) would not.
+    small = resolve_pool(_pool("g5.xlarge").spec, builtin())
+    assert worker_requests(small, 1, spans_nodes=False).memory_bytes == int(13.5 * 1024) * MIB
 
 
 def test_the_local_clusters_nodes_have_what_the_catalog_says() -> None:

@@ -105,7 +105,7 @@ def test_decision_carries_what_the_workers_need() -> None:
     )
     assert len(d.node_names) == d.nodes == 1
     assert d.processes_per_node == d.devices_per_node
-    # 90% of the pod's pro rata share of the host (planning.resources.HOST_SHARE), in exact integer units.
+    # 90% of the pod's pro rata share of the host (planning.resources.HOST_RESERVE), in exact integer units.
     assert d.requests.cpu_millis == int(192 / 8 * d.devices_per_node * 0.9 * 1000)
     assert d.requests.memory_bytes == int(2048 / 8 * d.devices_per_node * 0.9 * 1024) * 2**20
     assert d.requests.vector()["nvidia.com/gpu"] == d.devices_per_node and d.efa_per_node == 0

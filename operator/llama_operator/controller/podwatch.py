@@ -126,10 +126,11 @@ class PodWatch:
                 self.resource_version = str(version)
 
     def apply(self, kind: str, body: Mapping[str, Any]) -> bool:
-        """One watch event; True when it changed a worker or some node's usage."""
+        """One watch event; True when the loop should look again: a worker changed, or some pod gave node
+        resources back. Another pod taking more needs no pass (nothing new fits); the next one counts it."""
         uid = body["metadata"].get("uid", "")
         view = None if kind == "DELETED" else pod_view(body)
-        changed = self.usage.update(uid, view)
+        changed = self.usage.update(uid, view) == "freed"
         before = self._jobs.get(uid)
         if view is not None and view.key:
             self.workers.setdefault(view.key, {})[view.name] = view

@@ -39,18 +39,19 @@ class NodeUsage:
             usage.update(pod.uid or f"{pod.namespace}/{pod.name}", pod)
         return usage
 
-    def update(self, uid: str, pod: PodView | None) -> bool:
-        """Apply a pod's new state (None: deleted). True when some node's totals changed."""
+    def update(self, uid: str, pod: PodView | None) -> str:
+        """Apply a pod's new state (None: deleted). Returns "" when no node's totals changed, "freed" when
+        the pod gave something back (room may have opened), "taken" when it only took more."""
         new = holding(pod) if pod is not None else None
         old = self._held.pop(uid, None) if new is None else self._held.get(uid)
         if old == new:
-            return False
+            return ""
         if old is not None:
             self._change(old[0], old[1], -1)
         if new is not None:
             self._held[uid] = new
             self._change(new[0], new[1], 1)
-        return True
+        return "taken" if old is None else "freed"
 
     def _change(self, node: str, amounts: Mapping[str, int], sign: int) -> None:
         totals = dict(self.by_node.get(node, {}))

@@ -23,11 +23,15 @@ PODS = "pods"
 EFA = "vpc.amazonaws.com/efa"
 MIB = 1024**2
 
-HOST_SHARE = 0.9
-"""Share of an instance's vCPUs and memory that a pod holding all its devices requests. A node's
-allocatable is less than the instance (kube-reserved, system-reserved, eviction threshold: see
+HOST_RESERVE = 0.10
+"""Share of an instance's vCPUs and memory left to the node (not requested by workers). A node's
+allocatable is less than the instance (kube-reserved, system-reserved, the eviction threshold: see
 https://kubernetes.io/docs/tasks/administer-cluster/reserve-compute-resources/) and DaemonSets (CNI,
 device plugins, kube-proxy) request some of it, so a full-node pod asking for 100% would never bind."""
+MIN_RESERVED_MEMORY_GIB = 2.5
+"""At least this much memory stays with the node: on a 16 GiB instance the kernel keeps ~0.7 GiB and
+EKS's kubelet reserves 255 MiB + 11 MiB per pod (~0.9 GiB at 58 pods) plus a 100 MiB eviction threshold,
+so 10% would leave DaemonSets nothing."""
 
 Resources = Mapping[str, int]
 """Resource name -> amount in the units above."""
@@ -75,7 +79,8 @@ class PodRequests:
 def pod_requests(pool: PoolType, devices: int, spans_nodes: bool) -> PodRequests:
     """A worker pod of `devices` devices (cpu pools: slots) on `pool`.
 
-    Host cpu and memory are the pod's pro rata share of the instance, times HOST_SHARE. EFA goes only to
+    Host cpu and memory are the pod's pro rata share of what the instance keeps after the node's reserve
+    (HOST_RESERVE, MIN_RESERVED_MEMORY_GIB). EFA goes only to
     pods of jobs that span nodes (NCCL / Neuron collectives between nodes), pro rata of the devices rounded
     up: a 2-GPU pod on a g5.12xlarge (4 GPUs, 1 EFA) asks for the node's one interface, a 4-GPU pod on a
     p5.48xlarge (8 GPUs, 32 EFA) for 16.
@@ -84,12 +89,15 @@ def pod_requests(pool: PoolType, devices: int, spans_nodes: bool) -> PodRequests
         raise ValueError(f"a worker pod holds at least one device or slot, not {devices}")
     share = devices / pool.devices_per_node
     efa = math.ceil(pool.efa_per_node * share) if spans_nodes and pool.efa_per_node else 0
+    vcpus = pool.vcpus_per_device * pool.devices_per_node
+    memory = pool.memory_gib_per_device * pool.devices_per_node
+    usable_memory = max(0.0, memory - max(memory * HOST_RESERVE, MIN_RESERVED_MEMORY_GIB)) if memory else 0.0
     return PodRequests(
         resource_name=pool.resource_name,
         devices=devices if pool.resource_name else 0,
         efa=efa,
-        cpu_millis=math.floor(devices * pool.vcpus_per_device * HOST_SHARE * 1000),
-        memory_bytes=math.floor(devices * pool.memory_gib_per_device * HOST_SHARE * 1024) * MIB,
+        cpu_millis=math.floor(share * vcpus * (1 - HOST_RESERVE) * 1000),
+        memory_bytes=math.floor(share * usable_memory * 1024) * MIB,
     )
 
 
