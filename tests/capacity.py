@@ -9,16 +9,32 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from tests.kube import Kubectl, llamajob_manifest, wait_for
+from tests.operator_harness import Operator
 
 EXIT_CODE = "kwok.llamaop.io/exit-code"
 GPU = "nvidia.com/gpu"
 EFA = "vpc.amazonaws.com/efa"
 RESOURCE_REASON = ("Insufficient ", "Too many pods")
+
+
+@contextmanager
+def without_other_operators() -> Iterator[None]:
+    """Stop this session's running operators (they manage every namespace, so they would act on the jobs
+    of an operator under test too) and start them again afterwards."""
+    others = list(Operator.running)
+    for other in others:
+        other.stop()
+    try:
+        yield
+    finally:
+        for other in others:
+            other.start()
 
 
 def train_job(
@@ -67,6 +83,26 @@ def foreign_pod(
             "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10", "resources": resources}],
         },
     }
+
+
+def pause_workload(
+    kind: str, name: str, cpu: str, memory: str, replicas: int | None = None
+) -> dict[str, Any]:
+    """A Deployment or DaemonSet of pause pods on the kwok nodes (any taint tolerated, like system pods)."""
+    labels = {"app": name}
+    template = {
+        "metadata": {"labels": labels},
+        "spec": {
+            "nodeSelector": {"type": "kwok"},
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"requests": {"cpu": cpu, "memory": memory}}}],
+        },
+    }  # fmt: skip
+    spec: dict[str, Any] = {"selector": {"matchLabels": labels}, "template": template}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
 def apply_all(kubectl: Kubectl, manifests: Iterable[dict[str, Any]], namespace: str) -> None:

@@ -35,6 +35,9 @@ def install_api(kubectl: Kubectl) -> None:
 class Operator:
     """One `llamaop run` process; start, SIGKILL and start again."""
 
+    running: set[Operator] = set()
+    """Operators of this test session that are up (a test that needs the cluster to itself stops them)."""
+
     def __init__(
         self, env: dict[str, str], log_path: Path, *extra: str, namespaces: Sequence[str] = ()
     ) -> None:
@@ -54,6 +57,7 @@ class Operator:
             *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        Operator.running.add(self)
         wait_for(self._metrics_up, timeout=60, what="operator metrics endpoint")
 
     def _metrics_up(self) -> bool:
@@ -97,6 +101,7 @@ class Operator:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
+        Operator.running.discard(self)
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -30,29 +30,11 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.capacity import pause_workload  # noqa: E402
 from tests.kube import Kubectl, local_cluster_env, wait_for  # noqa: E402
 from tests.operator_harness import Operator, install_api  # noqa: E402
 
 SYSTEM, CHURN, JOBS = "load-system", "load-churn", "load-jobs"
-
-
-def pause_pods(kind: str, name: str, replicas: int | None, cpu: str) -> dict[str, Any]:
-    labels = {"app": name}
-    spec: dict[str, Any] = {
-        "selector": {"matchLabels": labels},
-        "template": {
-            "metadata": {"labels": labels},
-            "spec": {
-                "nodeSelector": {"type": "kwok"},
-                "tolerations": [{"operator": "Exists"}],
-                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
-                                "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}],
-            },
-        },
-    }  # fmt: skip
-    if replicas is not None:
-        spec["replicas"] = replicas
-    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
 def running(kubectl: Kubectl, namespace: str) -> int:
@@ -107,7 +89,7 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
 
 def churn(kubectl: Kubectl, replicas: int, nodes: int) -> float:
     t0 = time.monotonic()
-    kubectl.apply(pause_pods("Deployment", "churn", replicas, "10m"), CHURN)
+    kubectl.apply(pause_workload("Deployment", "churn", "10m", "64Mi", replicas), CHURN)
     wait_for(lambda: running(kubectl, CHURN) >= replicas, timeout=600, interval=2, what="churn pods Running")
     kubectl.run("delete", "deployment", "churn", "-n", CHURN, "--wait=true")
     wait_for(lambda: not kubectl.json("get", "pods", "-n", CHURN)["items"], timeout=600, interval=2,
@@ -141,7 +123,7 @@ def main() -> None:
     for ns in (SYSTEM, CHURN, JOBS):
         kubectl.run("create", "namespace", ns, check=False)
     nodes = len(kubectl.run("get", "nodes", "-l", "type=kwok", "-o", "name").stdout.split())
-    kubectl.apply(pause_pods("DaemonSet", "node-agent", None, "100m"), SYSTEM)
+    kubectl.apply(pause_workload("DaemonSet", "node-agent", "100m", "64Mi"), SYSTEM)
     wait_for(lambda: running(kubectl, SYSTEM) >= nodes, timeout=900, interval=3, what="DaemonSet pods")
     pods = len(kubectl.run("get", "pods", "-A", "-o", "name").stdout.split())
     report: dict[str, Any] = {"nodes": nodes, "pods": pods, "namespaced": args.namespaced,

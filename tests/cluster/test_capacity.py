@@ -35,6 +35,7 @@ from tests.capacity import (
     train_job,
     wait_bound,
     wait_decided,
+    without_other_operators,
 )
 from tests.kube import Kubectl, wait_for
 from tests.operator_harness import Operator, install_api
@@ -61,27 +62,21 @@ def spaces(kubectl: Kubectl) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def namespaced(
-    request: pytest.FixtureRequest,
     kubectl: Kubectl,
     cluster_env: dict[str, str],
     spaces: tuple[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
-    """`llamaop run --namespace <jobs>`. The session's all-namespaces operator would manage the same jobs,
-    so it is stopped meanwhile (and started again after) when this session runs one."""
+    """`llamaop run --namespace <jobs>`. An operator of this session that manages every namespace would
+    manage the same jobs, so it is stopped meanwhile and started again after."""
     install_api(kubectl)
-    session: Operator | None = None
-    if any("operator" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        session = request.getfixturevalue("operator")
-        session.stop()
-    log = tmp_path_factory.mktemp("namespaced") / "operator.log"
-    op = Operator(cluster_env, log, namespaces=[spaces[0]])
-    op.start()
-    op.wait_reconciling()
-    yield op
-    op.stop()
-    if session is not None:
-        session.start()
+    with without_other_operators():
+        log = tmp_path_factory.mktemp("namespaced") / "operator.log"
+        op = Operator(cluster_env, log, namespaces=[spaces[0]])
+        op.start()
+        op.wait_reconciling()
+        yield op
+        op.stop()
 
 
 @pytest.fixture

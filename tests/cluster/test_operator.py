@@ -22,6 +22,7 @@ from tests.capacity import (
     delete_and_wait,
     foreign_pod,
     overbooked,
+    pause_workload,
     pending_for_resources,
     pods,
     train_job,
@@ -267,28 +268,6 @@ def test_deleting_the_jobs_leaves_nothing_behind(
     )
 
 
-def system_daemonset() -> dict[str, Any]:
-    """What every real node runs (CNI, kube-proxy, device plugins): a DaemonSet asking a little of each."""
-    labels = {"app": "node-agent"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": "node-agent"},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": {"type": "kwok"},
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [{"name": "agent", "image": "registry.k8s.io/pause:3.10",
-                                    "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
-                },
-            },
-        },
-    }  # fmt: skip
-
-
 def test_three_sigkills_during_a_burst_of_200_jobs_on_pools_with_efa_and_foreign_usage(
     kubectl: Kubectl, operator: Operator, jobs_namespace: str
 ) -> None:
@@ -304,7 +283,8 @@ def test_three_sigkills_during_a_burst_of_200_jobs_on_pools_with_efa_and_foreign
     ]
     held += [foreign_pod("g5-efa", {EFA: "1", "cpu": "20"}, node="g5-12xl-spot-0")]
     held += [foreign_pod("g6e-mem", {"memory": "1400Gi"}, node="g6e-48xl-od-0")]
-    apply_all(kubectl, [*held, system_daemonset()], other)
+    # What every real node runs (CNI, kube-proxy, device plugins): a DaemonSet asking a little of each.
+    apply_all(kubectl, [*held, pause_workload("DaemonSet", "node-agent", "250m", "256Mi")], other)
     nodes = len(kubectl.json("get", "nodes", "-l", "type=kwok")["items"])
     wait_for(lambda: len([p for p in pods(kubectl, other) if p["spec"].get("nodeName")]) == len(held) + nodes,
              timeout=90, what="other owners' pods bound")  # fmt: skip
