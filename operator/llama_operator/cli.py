@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start the operator (kopf)")
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces")
-    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
+    scope.add_argument("--namespace", "-n", action="append", default=[], help="manage only their jobs")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="manage jobs of every namespace")
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
     peering = run.add_mutually_exclusive_group()
     peering.add_argument("--peering", default=None, help="kopf peering name (several replicas, one active)")

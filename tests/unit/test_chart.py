@@ -91,8 +91,9 @@ def test_chart_crds_are_copies_of_the_generated_ones() -> None:
         (),
         ("peering.enabled=true",),
         ("serviceMonitor.enabled=true", "replicaCount=0", "workerImages.cpu=w:1"),
+        ("watchNamespaces={team-a,team-b}",),
     ],
-    ids=["defaults", "peering", "monitoring"],
+    ids=["defaults", "peering", "monitoring", "namespaced"],
 )
 def test_helm_lint_strict(helm: Path, values: tuple[str, ...]) -> None:
     sets = [arg for value in values for arg in ("--set", value)]
@@ -103,13 +104,22 @@ def test_helm_lint_strict(helm: Path, values: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------- RBAC
 
 # The operator's API calls (see clusterrole.yaml); a change here is a change of what users grant.
-OPERATOR_RULES = {
-    ("llamaop.io", "llamajobs"): {"get", "list", "watch", "patch"},
-    ("llamaop.io", "llamajobs/status"): {"get", "patch"},
+# Read everywhere, whichever namespaces the operator manages jobs in:
+CLUSTER_RULES = {
     ("llamaop.io", "acceleratorpools"): {"get", "list", "watch"},
     ("llamaop.io", "acceleratorpools/status"): {"get", "patch"},
+    ("", "nodes"): {"get", "list", "watch"},
+    # Capacity: every pod of the cluster holds node resources (list and watch only, nothing more).
+    ("", "pods"): {"list", "watch"},
+    # kopf lists and watches CRDs to notice new resources; it never reads one by name.
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+# Done in the namespaces whose jobs it manages:
+JOB_RULES = {
+    ("llamaop.io", "llamajobs"): {"get", "list", "watch", "patch"},
+    ("llamaop.io", "llamajobs/status"): {"get", "patch"},
     # Workers go by label selector: DELETE on the collection needs deletecollection.
-    ("", "pods"): {"get", "list", "watch", "create", "delete", "deletecollection", "patch"},
+    ("", "pods"): {"get", "create", "delete", "deletecollection", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "delete", "deletecollection"},
     ("", "serviceaccounts"): {"get", "list", "watch", "create", "delete", "deletecollection"},
     ("rbac.authorization.k8s.io", "roles"): {"get", "list", "watch", "create", "delete", "deletecollection"},
@@ -121,11 +131,12 @@ OPERATOR_RULES = {
         "delete",
         "deletecollection",
     },
-    ("", "nodes"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    # kopf lists and watches CRDs to notice new resources; it never reads one by name.
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+OPERATOR_RULES = {
+    key: CLUSTER_RULES.get(key, set()) | JOB_RULES.get(key, set())
+    for key in CLUSTER_RULES.keys() | JOB_RULES.keys()
 }
 
 
@@ -153,6 +164,39 @@ def test_cluster_role_grants_exactly_the_operators_verbs(helm: Path) -> None:
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}
     ]
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_watching_some_namespaces_grants_job_verbs_only_there_and_pod_reads_everywhere(helm: Path) -> None:
+    docs = render(helm, "watchNamespaces={team-a,team-b}")
+    assert [a for a in container(docs)["args"] if "namespace" in a] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    assert grants(roles["rel-llama-operator"]) == CLUSTER_RULES
+    assert grants(roles["rel-llama-operator-jobs"]) == JOB_RULES
+    cluster_binding = one(docs, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == "rel-llama-operator"
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    sa = one(docs, "ServiceAccount")["metadata"]["name"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "rel-llama-operator-jobs",
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": "ops"}]
+
+
+def test_all_namespaces_is_the_default_and_peering_refuses_some_namespaces(helm: Path) -> None:
+    args = container(render(helm))["args"]
+    assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
+    proc = run_helm(helm, "template", "rel", str(CHART), "--set", "peering.enabled=true",
+                    "--set", "watchNamespaces={a}")  # fmt: skip
+    assert proc.returncode != 0 and "ClusterKopfPeering" in proc.stderr
+    bad = run_helm(helm, "template", "rel", str(CHART), "--set", "watchNamespaces={Not_A_Namespace}")
+    assert bad.returncode != 0 and "watchNamespaces" in bad.stderr
 
 
 def test_peering_adds_only_its_own_peering_object(helm: Path) -> None:

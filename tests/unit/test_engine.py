@@ -116,7 +116,10 @@ def test_decision_carries_what_the_workers_need() -> None:
     )
     assert len(d.node_names) == d.nodes == 1
     assert d.processes_per_node == d.devices_per_node
-    assert d.cpu_per_pod == 192 / 8 * d.devices_per_node
+    # 90% of the pod's pro rata share of the host (planning.resources.HOST_RESERVE), in exact integer units.
+    assert d.requests.cpu_millis == int(192 / 8 * d.devices_per_node * 0.9 * 1000)
+    assert d.requests.memory_bytes == int(2048 / 8 * d.devices_per_node * 0.9 * 1024) * 2**20
+    assert d.requests.vector()["nvidia.com/gpu"] == d.devices_per_node and d.efa_per_node == 0
     # trn1 trains on the XLA line: one SPMD process per pod; trn2 natively, one process per NeuronCore.
     neuron = decide(train(), inventory(pool("trn1")))
     assert (neuron.backend, neuron.processes_per_node) == ("neuron", 1)
@@ -124,7 +127,7 @@ def test_decision_carries_what_the_workers_need() -> None:
     assert (native.backend, native.processes_per_node) == ("neuron", 4 * native.devices_per_node)
     tiny = decide(train("tiny", steps=20, batch=8), inventory(pool("cpu")))
     assert (tiny.backend, tiny.resource_name, tiny.processes_per_node) == ("cpu", None, 1)
-    assert tiny.cpu_per_pod == 8 * tiny.devices_per_node
+    assert tiny.requests.cpu_millis == int(8 * tiny.devices_per_node * 0.9 * 1000)
 
 
 def test_when_the_best_pool_is_full_the_next_with_room_wins() -> None:

@@ -26,6 +26,7 @@ from llama_operator.api import LearnedSpeed, LlamaJobStatus
 from llama_operator.api.types import API_VERSION, LLAMAJOB_KIND
 from llama_operator.controller import metrics
 from llama_operator.controller.kube import Kube
+from llama_operator.controller.podwatch import PodWatch
 from llama_operator.lifecycle.actions import (
     CoolDownPool,
     CreateWorkers,
@@ -34,6 +35,7 @@ from llama_operator.lifecycle.actions import (
     PatchStatus,
     RecordEvent,
     RecordThroughput,
+    ReportUnschedulable,
 )
 from llama_operator.lifecycle.snapshot import (
     Options,
@@ -69,9 +71,9 @@ class Written:
 
 @dataclass(frozen=True)
 class Indexes:
+    """kopf's indexes (nodes, jobs, pools); pods come from the loop's cluster-wide PodWatch."""
+
     nodes: Any
-    workers: Any
-    foreign: Any
     jobs: Any
     pools: Any
 
@@ -113,6 +115,10 @@ class Loop:
         self._pools: Mapping[str, Any] = {}
         self.learned_written: dict[str, list[LearnedSpeed]] = {}
         self.passes = 0
+        self.namespaces: list[str] = []
+        """The namespaces whose LlamaJobs this operator manages (empty: all). Pods count from all."""
+        self.podwatch = PodWatch(self.wake)
+        self._podwatch_task: asyncio.Task[None] | None = None
 
     def configure(self, kube: Kube, options: Options, planner: Planner) -> None:
         self.kube, self.options, self.planner = kube, options, planner
@@ -122,12 +128,15 @@ class Loop:
         self._slots = asyncio.Semaphore(self.concurrency)
         self._quick = asyncio.Semaphore(self.concurrency // 2)
         self._task = asyncio.create_task(self._run(), name="llamaop-reconcile")
+        assert self.kube is not None, "configure() the loop before starting it"
+        self._podwatch_task = asyncio.create_task(self.podwatch.run(self.kube), name="llamaop-pods")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._podwatch_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.kube is not None:
             await self.kube.close()
 
@@ -142,6 +151,11 @@ class Loop:
             return True
         return view not in self.indexes.nodes.get(view.name, ())
 
+    @property
+    def ready(self) -> bool:
+        """kopf's indexes are filled and every pod of the cluster has been listed."""
+        return self.indexes is not None and self.podwatch.synced
+
     def attach(self, indexes: Indexes) -> None:
         if self.indexes is None:
             self.indexes = indexes
@@ -154,7 +168,7 @@ class Loop:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             self._wake.clear()
-            if self.indexes is None:
+            if not self.ready:
                 continue
             # Let a burst of watch events land in one pass, and keep passes to half the loop's time.
             await asyncio.sleep(max(self.debounce, self._pass_seconds))
@@ -175,13 +189,13 @@ class Loop:
         for key in list(self.written):
             if key not in jobs:
                 del self.written[key]
-        pods: dict[str, list[PodView]] = _values(self.indexes.workers)
+        pods: dict[str, list[PodView]]
+        pods, usage = self.podwatch.snapshot()
         nodes = {k: v[0] for k, v in _values(self.indexes.nodes).items()}
         pools = {k: v[0] for k, v in _values(self.indexes.pools).items()}
-        foreign = _values(self.indexes.foreign)
         mark_seen(jobs, pods, self.seen_at, now)
         return Snapshot(
-            now=now, jobs=jobs, pods=pods, nodes=nodes, foreign=foreign, pools=pools,
+            now=now, jobs=jobs, pods=pods, nodes=nodes, pools=pools, usage=usage,
             created_at=self.created_at, seen_at=self.seen_at, explained_at=self.explained_at,
             cost_at=self.cost_at,
             busy=frozenset(self.inflight),
@@ -302,6 +316,12 @@ class Loop:
                 self._event(action, now)
             elif isinstance(action, RecordThroughput):
                 await self._learn(action)
+            elif isinstance(action, ReportUnschedulable):
+                for resource in action.resources:
+                    metrics.UNSCHEDULABLE.labels(action.pool, resource).inc()
+                # A bug report: the inventory booked what the scheduler says is not there.
+                jlog.warning("capacity mismatch", pool=action.pool, node=action.node,
+                             resources=list(action.resources), scheduler=action.message)  # fmt: skip
             elif isinstance(action, CoolDownPool):
                 metrics.FAILOVERS.labels(action.pool, action.reason).inc()
                 await self.kube.patch_pool_status(action.pool, {"cooldownUntil": _iso(action.until)})

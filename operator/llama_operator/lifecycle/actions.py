@@ -69,7 +69,28 @@ class RecordThroughput:
     sample: Sample
 
 
-Action = PatchStatus | CreateWorkers | DeleteWorkers | RecordEvent | CoolDownPool | RecordThroughput
+@dataclass(frozen=True)
+class ReportUnschedulable:
+    """A worker pod the scheduler refused for a resource the operator had booked: a bug report (the
+    inventory missed something), counted per pool and resource and logged with the scheduler's message."""
+
+    namespace: str
+    name: str
+    pool: str
+    node: str
+    resources: tuple[str, ...]
+    message: str
+
+
+Action = (
+    PatchStatus
+    | CreateWorkers
+    | DeleteWorkers
+    | RecordEvent
+    | CoolDownPool
+    | RecordThroughput
+    | ReportUnschedulable
+)
 
 
 @dataclass

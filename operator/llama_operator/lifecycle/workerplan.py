@@ -98,19 +98,18 @@ def worker_plan(
         node_names=decision.node_names,
         model=model_env(spec),
         attempt=attempt,
-        # On cpu pools the devices are worker slots: no resource request, but the launcher's process count.
+        # What the planner booked (decision.requests) is exactly what the pods request. On cpu pools the
+        # devices are worker slots: no resource request, but the launcher's process count.
         devices_per_pod=decision.devices_per_node,
-        resource_name=decision.resource_name,
+        resource_name=decision.requests.resource_name,
         accelerator=decision.accelerator or "",
         engine=engine,  # type: ignore[arg-type]
         neuron=neuron,
-        efa_per_pod=decision.efa_per_node,
+        efa_per_pod=decision.requests.efa,
         node_selector=dict(pool.spec.node_selector),
         tolerations=tolerations,
-        cpu_request=_cpu(decision.cpu_per_pod),
-        memory_request=f"{max(1, round(decision.memory_gib_per_pod))}Gi"
-        if decision.memory_gib_per_pod
-        else None,
+        cpu_request=decision.requests.cpu,
+        memory_request=decision.requests.memory,
         model_dir=spec.model.weights_uri or "",
         data_dir=spec.data.uri,
         checkpoint_uri=checkpoint,
@@ -118,9 +117,3 @@ def worker_plan(
         training=training,
         inference=inference,
     )
-
-
-def _cpu(cores: float) -> str | None:
-    if cores <= 0:
-        return None
-    return f"{round(cores * 1000)}m"

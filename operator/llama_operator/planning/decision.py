@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
 from llama_operator.api.job import Candidate as CandidateStatus
 from llama_operator.api.job import Condition, LlamaJobStatus, PlacementRecord
 from llama_operator.api.types import Phase
+from llama_operator.planning.resources import PodRequests
 
 Outcome = Literal["placed", "queued", "rejected"]
 
@@ -96,12 +97,9 @@ class Decision:
     processes_per_node: int = 0
     """torchrun nproc_per_node: GPUs, NeuronCores (trn2: logical cores), or 1 on cpu."""
     activation_checkpointing: bool = False
-    efa_per_node: int = 0
-    """EFA interfaces per pod; 0 unless the job spans nodes on a pool with EFA."""
-    cpu_per_pod: float = 0.0
-    """Host vCPUs per pod, pro rata of its devices (on cpu pools: slots x 8)."""
-    memory_gib_per_pod: float = 0.0
-    """Host memory per pod, pro rata of its devices."""
+    requests: PodRequests = field(default_factory=PodRequests)
+    """What each pod requests (planning.resources.pod_requests): what the planner booked on each of
+    node_names, and what the rendered pods ask kube-scheduler for."""
     price_per_hour: float | None = None
     est_hours: float | None = None
     """Training only: startup plus compute time."""
@@ -116,6 +114,11 @@ class Decision:
     @property
     def devices(self) -> int:
         return self.nodes * self.devices_per_node
+
+    @property
+    def efa_per_node(self) -> int:
+        """EFA interfaces per pod; 0 unless the job spans nodes on a pool with EFA."""
+        return self.requests.efa
 
     def to_status(self, *, now: datetime, previous: LlamaJobStatus | None = None) -> LlamaJobStatus:
         """The job's status after this decision: `previous` with placement, estimates, candidates, phase,

@@ -33,7 +33,8 @@ from llama_operator.planning.estimate import (
 from llama_operator.planning.explain import PlannedPool, PoolEval
 from llama_operator.planning.inventory import Inventory, JobRequest, PoolState
 from llama_operator.planning.pools import PoolError, PoolType, resolve_pool
-from llama_operator.planning.slots import Slots
+from llama_operator.planning.resources import PodRequests, pod_requests
+from llama_operator.planning.slots import Need, Slots, need_of
 from llama_operator.planning.workload import Workload, workload_of
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Planner:
         self.ranking = ranking
         self.adjust = adjust
         self._units: dict[PoolType, PoolType] = {}
+        self._requests: dict[tuple[int, int, bool], tuple[PodRequests, Need]] = {}
         self.pools = [self._pool(state, inventory) for state in inventory.pools]
 
     def _pool(self, state: PoolState, inventory: Inventory) -> PlannedPool:
@@ -77,19 +79,38 @@ class Planner:
         except PoolError as e:
             ptype, error = None, str(e)
         free: dict[str, int] = {}
+        host: dict[str, dict[str, int]] = {}
         if ptype is not None:
+            res = ptype.resource_name
             for node in state.nodes:
-                if node.ready and node.schedulable:
-                    allocatable = (
-                        ptype.devices_per_node
-                        if node.allocatable_devices is None
-                        else node.allocatable_devices
-                    )
-                    free[node.name] = max(
-                        0, allocatable - node.used_devices - inventory.promised.get(node.name, 0)
-                    )
+                if not (node.ready and node.schedulable):
+                    continue
+                allocatable = (
+                    ptype.devices_per_node if node.allocatable_devices is None else node.allocatable_devices
+                )
+                free[node.name] = max(
+                    0, allocatable - node.used_devices - inventory.promised.get(node.name, 0)
+                )
+                if node.allocatable is not None:
+                    promised = inventory.promised_requests.get(node.name, {})
+                    used = node.requested
+                    host[node.name] = {
+                        r: a - used.get(r, 0) - promised.get(r, 0)
+                        for r, a in node.allocatable.items()
+                        if r != res
+                    }
         unit = self._units.setdefault(unit_pool(ptype), unit_pool(ptype)) if ptype else None
-        return PlannedPool(state, state.name, ptype, unit, error, Slots(free), state.capacity_nodes())
+        slots = Slots(free, host)
+        return PlannedPool(state, state.name, ptype, unit, error, slots, state.capacity_nodes())
+
+    def pod(self, ptype: PoolType, devices: int, spans_nodes: bool) -> tuple[PodRequests, Need]:
+        """A worker pod's requests on this pool type (planning.resources), and what Slots checks of them."""
+        key = (id(ptype), devices, spans_nodes)
+        found = self._requests.get(key)
+        if found is None:
+            requests = pod_requests(ptype, devices, spans_nodes)
+            found = self._requests[key] = (requests, need_of(requests.vector(), ptype.resource_name))
+        return found
 
     def decide(self, job: JobRequest) -> Decision:
         """Decide one job and book its devices if placed. Never raises."""
@@ -192,6 +213,7 @@ class Planner:
         if price <= 0:  # a free pool: cost no longer orders the options
             feasible = tuple(sorted(feasible, key=lambda o: policy_key(work, o.priced(price))))
         training = one_pod_per_node(work, pool.type)
+        track_host = pool.slots.host is not None
         for option in feasible:  # best first; the caps and the node limit only remove options
             if option.nodes_needed > limit:
                 continue
@@ -205,7 +227,10 @@ class Planner:
                 ev.best_key = policy_key(work, ev.best)
             if ev.blocked:
                 break
-            if pool.slots.room(option, training):
+            need: Need = ()
+            if track_host and option.devices_per_node <= pool.slots.most:  # else room() needs no more
+                need = self.pod(ptype, option.devices_per_node, spans(work, option))[1]
+            if pool.slots.room(option, training, need):
                 ev.best_now = ev.best if first else option.priced(price)
                 ev.best_now_key = ev.best_key if first else policy_key(work, ev.best_now)
                 break
@@ -231,8 +256,8 @@ class Planner:
     ) -> Decision:
         option, ptype = ev.best_now, ev.pool.type
         assert option is not None and ptype is not None
-        node_names = ev.pool.slots.take(option, one_pod_per_node(work, ptype))
-        spans_nodes = work.mode == "train" and option.pods > 1
+        requests, need = self.pod(ptype, option.devices_per_node, spans(work, option))
+        node_names = ev.pool.slots.take(option, one_pod_per_node(work, ptype), need)
         feasible = sum(1 for c in candidates if c.available_now)
         why = {"policy": f"{work.policy} of {feasible} pool(s) with room"}.get(self.ranking, self.ranking)
         return Decision(
@@ -254,9 +279,7 @@ class Planner:
             devices_per_node=option.devices_per_node,
             processes_per_node=option.processes_per_pod,
             activation_checkpointing=option.activation_checkpointing,
-            efa_per_node=ptype.efa_per_node if spans_nodes else 0,
-            cpu_per_pod=option.devices_per_node * ptype.vcpus_per_device,
-            memory_gib_per_pod=option.devices_per_node * ptype.memory_gib_per_device,
+            requests=requests,
             price_per_hour=option.price_per_hour,
             est_hours=option.hours,
             est_cost=option.cost,
@@ -272,6 +295,11 @@ def one_pod_per_node(work: Workload, ptype: PoolType | None) -> bool:
     """Training ranks get a node each on accelerator pools; on cpu pools a device is a worker slot, so
     several ranks of one job may share a node (inference replicas always may)."""
     return work.mode == "train" and (ptype is None or ptype.family != "cpu")
+
+
+def spans(work: Workload, option: Option) -> bool:
+    """Whether the pods of this option talk to each other across nodes (and so get EFA)."""
+    return work.mode == "train" and option.pods > 1
 
 
 def order(jobs: Iterable[JobRequest]) -> list[JobRequest]:
