@@ -24,8 +24,11 @@ debootstrap_base() { # a Debian base with python3 and venv, made without a regis
   dir=$(mktemp -d)
   log "debootstrap $suite into $dir (needs root)"
   debootstrap --variant=minbase --include=python3,python3-venv,passwd,ca-certificates "$suite" "$dir" \
-    "${LLAMAOP_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >&2
-  tar -C "$dir" -c . | docker import - "$image" >/dev/null
+    "${LLAMAOP_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; return 1; }
+  # pip in the build trusts this machine's CA bundle: the way to PyPI may be re-signed (it is in CI).
+  cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$dir/etc/ssl/certs/ca-certificates.crt"
+  tar -C "$dir" -c . | docker import --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' - "$image" >/dev/null
+  rm -f "$dir.log"
   rm -rf "$dir"
   echo "$image"
 }

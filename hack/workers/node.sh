@@ -23,6 +23,11 @@ cluster=${LLAMAOP_CLUSTER_NAME:-llamaop}
 export KWOK_WORKDIR=${KWOK_WORKDIR:-$cache_root/kwok}
 cluster_dir=$KWOK_WORKDIR/clusters/$cluster
 kubeconfig=$cluster_dir/kubeconfig.yaml
+# `resources` and `volume` also serve another cluster's real node (hack/kind/run.sh: kind's worker):
+# its kubeconfig, and a directory of this machine mounted into that node (seen there at the second path).
+kubeconfig=${LLAMAOP_WORKER_KUBECONFIG:-$kubeconfig}
+volumes=${LLAMAOP_VOLUMES_DIR:-}
+node_volumes=${LLAMAOP_VOLUMES_NODE_DIR:-$volumes}
 export PATH=$bindir:$PATH
 
 # Names and addresses (one node per machine: the ports and the bridge are the machine's).
@@ -432,7 +437,7 @@ resources() {
 volume() {
   local ns=$1 name=$2 size=${3:-1Gi} uid=${4:-1000} dir pv
   pv=llamaop-$ns-$name
-  dir=$state/volumes/$pv
+  dir=${volumes:-$state/volumes}/$pv
   mkdir -p "$dir"; chown "$uid:$uid" "$dir"; chmod 0775 "$dir"
   kc apply -f - >/dev/null <<YAML
 apiVersion: v1
@@ -444,7 +449,7 @@ spec:
   persistentVolumeReclaimPolicy: Retain
   storageClassName: llamaop-local
   claimRef: {namespace: $ns, name: $name}
-  local: {path: $dir}
+  local: {path: ${node_volumes:-$state/volumes}/$pv}
   nodeAffinity:
     required:
       nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$node]}]}]
