@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from tests.kube import Kubectl, llamajob_manifest, wait_for
 from tests.operator_harness import Operator
-from tests.workers.node import NODE, POOL, TOLERATIONS, checkpoint_volume
+from tests.workers.node import NODE, POOL, TOLERATIONS, checkpoint_volume, python, wait_pod_done, worker_pod
 
 pytestmark = pytest.mark.workers
 
@@ -144,18 +143,27 @@ def test_an_inference_job_becomes_ready_and_answers_completions_through_its_serv
     kubectl.apply(job, ns)
     wait_for(lambda: status(kubectl, ns, "srv").get("phase") == "Running", timeout=240, interval=2,
              what="a ready replica")  # fmt: skip
-    svc = kubectl.json("get", "service", "srv", "-n", ns)
-    url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}/v1/completions"
-    body = json.dumps({"model": "tiny", "prompt": "Hello", "max_tokens": 8}).encode()
-
-    def complete() -> dict[str, Any] | None:
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=20) as resp:
-                return json.loads(resp.read())
-        except OSError:
-            return None
-
-    answer = wait_for(complete, timeout=60, interval=2, what="a completion through the Service")
+    port = kubectl.json("get", "service", "srv", "-n", ns)["spec"]["ports"][0]["port"]
+    # A client in the cluster, by the Service's name: cluster DNS, kube-proxy and the pod network as any
+    # caller meets them (and the only way in on kind, whose Service IPs this machine cannot reach).
+    client = f"""
+        import json, time, urllib.request
+        body = json.dumps({{"model": "tiny", "prompt": "Hello", "max_tokens": 8}}).encode()
+        deadline = time.time() + 60
+        while True:
+            req = urllib.request.Request("http://srv:{port}/v1/completions", data=body,
+                                         headers={{"Content-Type": "application/json"}})
+            try:
+                print(urllib.request.urlopen(req, timeout=20).read().decode(), flush=True)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(2)
+    """
+    kubectl.apply(worker_pod("client", python(client)), ns)
+    pod = wait_pod_done(kubectl, ns, "client", timeout=180)
+    assert pod["status"]["phase"] == "Succeeded", f"{pod['status']}\n--- logs ---\n{pod['logs']}"
+    answer = json.loads(pod["logs"].strip().splitlines()[-1])
     assert answer["choices"][0]["text"] is not None
     assert answer["usage"]["completion_tokens"] >= 1
