@@ -47,7 +47,12 @@ context() { # the checkout as a tar stream: tracked and untracked-but-not-ignore
 build_args=()
 [[ -n $base ]] && build_args+=(--build-arg "BASE_IMAGE=$base")
 t0=$SECONDS
-context | docker build -q -f operator/Dockerfile "${build_args[@]}" -t "$operator_image" - >/dev/null
+build_log=$(mktemp)
+context | docker build -q -f operator/Dockerfile "${build_args[@]}" --label io.llamaop.image=operator \
+  -t "$operator_image" - >/dev/null 2>"$build_log" || { cat "$build_log" >&2; rm -f "$build_log"; exit 1; }
+rm -f "$build_log"
+# The build this one replaced (now untagged), and only that: never another project's images.
+docker image prune -f --filter label=io.llamaop.image=operator >/dev/null
 log "built $operator_image in $((SECONDS - t0))s"
 echo "operator=$operator_image"
 

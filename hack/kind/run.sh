@@ -11,6 +11,7 @@
 #   hack/kind/run.sh env         export lines for this cluster: KUBECONFIG, DOCKER_HOST, PATH
 #   hack/kind/run.sh resources K=N ...   extended resources on the worker, e.g. nvidia.com/gpu=8 (K=0 removes)
 #   hack/kind/run.sh config [IMAGE]      the kind config `up` creates the cluster with (for that node image)
+# Several steps run in order: `hack/kind/run.sh up images install` leaves a cluster with the operator running.
 #
 # Node image: where this script starts its own dockerd (no engine was running, as in CI) it builds one
 # offline (node-image.sh); where a Docker engine already answers it uses kind's default image, which is
@@ -222,19 +223,26 @@ down() {
   rm -rf "$state"
 }
 
-case ${1:-} in
-  up) up ;;
-  images) images ;;
-  install) install ;;
-  test) run_tests ;;
-  down) docker_up >/dev/null; down ;;
-  env) docker_up; echo "export KUBECONFIG=$kubeconfig PATH=$bindir:\$PATH${DOCKER_HOST:+ DOCKER_HOST=$DOCKER_HOST}" ;;
-  resources) shift; env $(test_env) hack/workers/node.sh resources "$@" ;;
-  config) config "${2:-}" ;;
-  all)
-    t0=$SECONDS
-    [[ ${KEEP_CLUSTER:-} == 1 ]] || trap 'docker_up >/dev/null; down' EXIT
-    up; images; install; run_tests
-    log "kind tier passed in $((SECONDS - t0))s" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -gt 0 ]] || usage
+case $1 in
+  resources) shift; env $(test_env) hack/workers/node.sh resources "$@"; exit ;;
+  config) config "${2:-}"; exit ;;
 esac
+# Steps run in the order given: `hack/kind/run.sh up images install` brings up a cluster to use.
+for step in "$@"; do
+  case $step in
+    up) up ;;
+    images) images ;;
+    install) install ;;
+    test) run_tests ;;
+    down) docker_up >/dev/null; down ;;
+    env) docker_up; echo "export KUBECONFIG=$kubeconfig PATH=$bindir:\$PATH${DOCKER_HOST:+ DOCKER_HOST=$DOCKER_HOST}" ;;
+    all)
+      t0=$SECONDS
+      [[ ${KEEP_CLUSTER:-} == 1 ]] || trap 'docker_up >/dev/null; down' EXIT
+      up; images; install; run_tests
+      log "kind tier passed in $((SECONDS - t0))s" ;;
+    *) usage ;;
+  esac
+done
