@@ -154,15 +154,6 @@ up() {
     "$kind" export kubeconfig --name "$name" --kubeconfig "$kubeconfig" >/dev/null
   fi
   kubectl wait --for=condition=Ready node --all --timeout=180s >/dev/null
-  # The class of the checkpoint volumes (static local volumes, as on the workers tier's node).
-  kubectl apply -f - >/dev/null <<YAML
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: llamaop-local}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
-reclaimPolicy: Retain
-YAML
   [[ ${KIND_FAKE_POOLS:-1} == 0 ]] || fake_pools
   log "cluster '$name' up in $((SECONDS - t0))s; KUBECONFIG=$kubeconfig"
 }

@@ -339,6 +339,18 @@ YAML
     --node-ip "$ip" --node-labels "$labels" --v 1
 }
 
+# The class of the checkpoint volumes `volume` makes (static local volumes on this node).
+storage_class() {
+  kc apply -f - >/dev/null <<YAML
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: llamaop-local}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+reclaimPolicy: Retain
+YAML
+}
+
 up() {
   local t0=$SECONDS t_containerd t_kubelet
   [[ -f $kubeconfig ]] || { log "cluster '$cluster' is not running: start it with hack/cluster.sh up --workers"; exit 1; }
@@ -362,15 +374,7 @@ up() {
   kubelet_up
   wait_until 120 "node $node to be Ready" kc wait --for=condition=Ready "node/$node" --timeout=1s
   t_kubelet=$(since "$t_kubelet")
-  # The class of the checkpoint volumes `volume` makes (static local volumes on this node).
-  kc apply -f - >/dev/null <<YAML
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: llamaop-local}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
-reclaimPolicy: Retain
-YAML
+  storage_class
   wait_until 30 "CoreDNS" curl -fsS http://127.0.0.1:10181/ready
   log "node $node Ready in $((SECONDS - t0))s (containerd start ${t_containerd}s, kubelet start to Ready ${t_kubelet}s)"
 }
@@ -439,6 +443,8 @@ volume() {
   pv=llamaop-$ns-$name
   dir=${volumes:-$state/volumes}/$pv
   mkdir -p "$dir"; chown "$uid:$uid" "$dir"; chmod 0775 "$dir"
+  # Another cluster's real node (kind's) has had no `up` here to create the class.
+  [[ -z ${LLAMAOP_WORKER_KUBECONFIG:-} ]] || storage_class
   kc apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: PersistentVolume
