@@ -51,8 +51,9 @@ build_log=$(mktemp)
 context | docker build -q -f operator/Dockerfile "${build_args[@]}" --label io.llamaop.image=operator \
   -t "$operator_image" - >/dev/null 2>"$build_log" || { cat "$build_log" >&2; rm -f "$build_log"; exit 1; }
 rm -f "$build_log"
-# The build this one replaced (now untagged), and only that: never another project's images.
-docker image prune -f --filter label=io.llamaop.image=operator >/dev/null
+# Untagged leftovers of earlier builds (replaced images, stale build cache), a day old at least so that
+# the cache of recent builds stays; the label keeps this to our own images.
+docker image prune -f --filter label=io.llamaop.image=operator --filter until=24h >/dev/null
 log "built $operator_image in $((SECONDS - t0))s"
 echo "operator=$operator_image"
 

@@ -7,7 +7,8 @@
 #   hack/kind/run.sh install     the chart into namespace llama-operator (restricted); its operator pod Ready
 #   hack/kind/run.sh test        pytest -m "cluster or workers" against the cluster (KIND_PYTEST_ARGS adds args)
 #   hack/kind/run.sh down        delete the cluster and stop its kwok
-#   hack/kind/run.sh all         up, images, install, test, then down (KEEP_CLUSTER=1 keeps the cluster)
+#   hack/kind/run.sh all         down, up, images, install, test, then down (KEEP_CLUSTER=1 keeps the cluster;
+#                                a failure first saves the nodes' logs under ~/.cache/llama-operator/kind/logs)
 #   hack/kind/run.sh env         export lines for this cluster: KUBECONFIG, DOCKER_HOST, PATH
 #   hack/kind/run.sh resources K=N ...   extended resources on the worker, e.g. nvidia.com/gpu=8 (K=0 removes)
 #   hack/kind/run.sh config [IMAGE]      the kind config `up` creates the cluster with (for that node image)
@@ -214,7 +215,19 @@ down() {
   rm -rf "$state"
 }
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+finish() { # after `all`: keep what a failure needs to be understood, then delete the cluster
+  local rc=$? dir
+  if ((rc != 0)) && "$kind" get clusters 2>/dev/null | grep -qx "$name"; then
+    dir=$cache/kind/logs/$name-$(date +%Y%m%d-%H%M%S)
+    "$kind" export logs "$dir" --name "$name" >/dev/null 2>&1 || true  # (crictl's part fails: no crictl)
+    mkdir -p "$dir"; cp "$state/kwok.log" "$dir/" 2>/dev/null || true
+    log "failed; the nodes' logs (kubelet, containerd, pods) are in $dir"
+  fi
+  [[ ${KEEP_CLUSTER:-} == 1 ]] || { docker_up >/dev/null; down; }
+  return "$rc"
+}
+
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -gt 0 ]] || usage
 case $1 in
   resources) shift; env $(test_env) hack/workers/node.sh resources "$@"; exit ;;
@@ -231,7 +244,9 @@ for step in "$@"; do
     env) docker_up; echo "export KUBECONFIG=$kubeconfig PATH=$bindir:\$PATH${DOCKER_HOST:+ DOCKER_HOST=$DOCKER_HOST}" ;;
     all)
       t0=$SECONDS
-      [[ ${KEEP_CLUSTER:-} == 1 ]] || trap 'docker_up >/dev/null; down' EXIT
+      # A fresh cluster every time: one left by an interrupted run (or a dockerd restart) proves nothing.
+      docker_up >/dev/null; down
+      trap finish EXIT
       up; images; install; run_tests
       log "kind tier passed in $((SECONDS - t0))s" ;;
     *) usage ;;
