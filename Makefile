@@ -6,11 +6,11 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help venv binaries debian image kind xla-env cluster-up cluster-down cluster-status demo test test-unit test-cluster \
-        test-runtime test-workers lint fmt crds bench clean
+        test-runtime test-workers test-kind lint fmt crds bench clean
 
 help:
 	@echo "make demo   - local cluster + operator + examples, shows where each job went and why"
-	@echo "make test   - sets up and runs the whole suite (lint, unit, runtime, cluster, workers)"
+	@echo "make test   - sets up and runs the whole suite (lint, unit, runtime, cluster, workers, kind)"
 	@echo "make bench  - benchmarks (numbers and ratios, nothing asserted)"
 
 venv:
@@ -77,6 +77,11 @@ test-cluster: venv binaries
 test-workers: venv binaries debian
 	@hack/cluster.sh up --workers
 	$(PY) -m pytest -m workers $(PYTEST_ARGS)
+
+# A kind cluster (its own dockerd and an offline node image where no Docker engine runs) and the cluster
+# and workers tiers' tests against it; KIND_PYTEST_ARGS passes pytest arguments.
+test-kind: venv binaries
+	@hack/kind/run.sh all
 
 bench: venv binaries
 	@hack/bench/run-all.sh
