@@ -6,11 +6,11 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help venv binaries debian image kind xla-env cluster-up cluster-down cluster-status demo test test-unit test-cluster \
-        test-runtime test-workers test-bench lint fmt crds bench lock clean
+        test-runtime test-workers test-bench test-kind lint fmt crds bench lock clean
 
 help:
 	@echo "make demo   - local cluster + operator + examples, shows where each job went and why"
-	@echo "make test   - sets up and runs the whole suite (lint, unit, runtime, cluster, workers)"
+	@echo "make test   - sets up and runs the whole suite (lint, unit, runtime, cluster, workers, kind)"
 	@echo "make bench  - benchmarks (numbers and ratios, nothing asserted)"
 
 venv:
@@ -62,18 +62,22 @@ kind:
 	@hack/kind/maybe-run.sh
 
 xla-env:
-	@hack/xla/setup.sh
+	@hack/xla/setup.sh >/dev/null
 
-test: venv binaries debian lint
+# The runtime tier's XLA tests run in the XLA environment (built or reused above) and fail, not skip,
+# without it.
+XLA_TESTS := LLAMAOP_XLA_PYTHON=$$(hack/xla/setup.sh) LLAMAOP_REQUIRE_XLA=1
+
+test: venv binaries debian lint xla-env
 	@hack/cluster.sh up --workers
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(XLA_TESTS) $(PY) -m pytest $(PYTEST_ARGS)
 	@hack/kind/maybe-run.sh
 
 test-unit: venv
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-test-runtime: venv
-	$(PY) -m pytest -m runtime $(PYTEST_ARGS)
+test-runtime: venv xla-env
+	$(XLA_TESTS) $(PY) -m pytest -m runtime $(PYTEST_ARGS)
 
 test-cluster: venv binaries
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
@@ -84,6 +88,11 @@ test-bench: venv binaries
 test-workers: venv binaries debian
 	@hack/cluster.sh up --workers
 	$(PY) -m pytest -m workers $(PYTEST_ARGS)
+
+# A kind cluster (its own dockerd and an offline node image where no Docker engine runs) and the cluster
+# and workers tiers' tests against it; KIND_PYTEST_ARGS passes pytest arguments.
+test-kind: venv binaries
+	@hack/kind/run.sh all
 
 bench: venv binaries
 	@hack/bench/run-all.sh

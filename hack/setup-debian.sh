@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the test tiers need. Installs only what is missing, so a warm machine pays nothing.
-# Usage: hack/setup-debian.sh [GROUP...]   groups: workers (a real kubelet node and its image recipe)
+# Usage: hack/setup-debian.sh [GROUP...]   groups: workers (a real kubelet node and its image recipe),
+#        kind (a Docker engine for kind)
 # $LLAMAOP_DEBIAN_PACKAGES adds packages of your own.
 set -euo pipefail
 declare -A groups=(
   # containerd and runc run the pods; the CNI plugins wire them to a bridge; kube-proxy and kubelet
   # drive iptables and conntrack; debootstrap builds the worker image's root file system.
   [workers]="containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux debootstrap curl openssl"
+  # The kind tier: a Docker engine (dockerd, with Debian's containerd and runc), debootstrap for the
+  # node and operator images' Debian, jq for the runc wrapper.
+  [kind]="docker.io debootstrap jq iptables"
 )
 read -ra want <<<"${LLAMAOP_DEBIAN_PACKAGES:-}"
 for g in "$@"; do

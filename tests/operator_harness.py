@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -34,10 +35,16 @@ def install_api(kubectl: Kubectl) -> None:
 class Operator:
     """One `llamaop run` process; start, SIGKILL and start again."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *extra: str) -> None:
+    running: set[Operator] = set()
+    """Operators of this test session that are up (a test that needs the cluster to itself stops them)."""
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *extra: str, namespaces: Sequence[str] = ()
+    ) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self.extra = extra
+        self.scope = [f"--namespace={ns}" for ns in namespaces] or ["--all-namespaces"]
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -45,11 +52,12 @@ class Operator:
     def start(self) -> None:
         self._log = self.log_path.open("ab")
         cmd = [
-            sys.executable, "-m", "llama_operator.cli", "run", "--all-namespaces", "--standalone",
+            sys.executable, "-m", "llama_operator.cli", "run", *self.scope, "--standalone",
             "--metrics-port", str(self.metrics_port), "--health-port", "0", "--pool-cooldown", "30",
             *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        Operator.running.add(self)
         wait_for(self._metrics_up, timeout=60, what="operator metrics endpoint")
 
     def _metrics_up(self) -> bool:
@@ -93,6 +101,7 @@ class Operator:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
+        Operator.running.discard(self)
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

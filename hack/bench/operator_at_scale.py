@@ -86,7 +86,7 @@ def floor_pods(kubectl: Kubectl, manifests: Sequence[Manifest], namespace: str) 
         view = job_view(body)
         views[view.key] = view
     options = build_options(argparse.Namespace())
-    snap = Snapshot(now=now, jobs=views, pods={}, nodes=nodes, foreign={}, pools=pools)
+    snap = Snapshot(now=now, jobs=views, pods={}, nodes=nodes, pools=pools)
     actions = reconcile_all(snap, options, lambda j, i, n: plan(j, i, now=n, catalog=options.catalog))
     pods = []
     for result in actions:

@@ -34,8 +34,9 @@ from mix import example_pools, job_spec, node_bodies
 from llama_operator.controller import logs
 from llama_operator.controller.kube import Kube
 from llama_operator.controller.main import build_options
+from llama_operator.controller.podwatch import PodWatch
 from llama_operator.controller.state import Indexes, Loop
-from llama_operator.lifecycle.views import job_view, node_view, pod_view
+from llama_operator.lifecycle.views import job_view, node_view
 from llama_operator.planning import plan
 
 NAMESPACE = "bench"
@@ -54,20 +55,21 @@ def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
 
 
 class MemoryCluster:
-    """The indexes the operator's watches keep, and the writes it makes, in memory. A created pod is bound
+    """The indexes the operator's watches keep, and the writes it makes, in memory: kopf's (nodes, jobs,
+    pools) and the loop's own pod watch, fed the events an API server would send. A created pod is bound
     to the node its affinity names and runs at once (what kube-scheduler and kwok do)."""
 
-    def __init__(self, scale: int) -> None:
+    def __init__(self, scale: int, podwatch: PodWatch) -> None:
         nodes = [node_view(b) for b in node_bodies(scale)]
         self.jobs: dict[str, dict[str, Any]] = {}
         self.pods: dict[str, dict[str, Any]] = {}
+        self.podwatch = podwatch
         self.indexes = Indexes(
             nodes={n.name: [n] for n in nodes},
-            workers={},
-            foreign={},
             jobs={},
             pools={p.metadata.name: [p] for p in example_pools()},
         )
+        podwatch.synced = True
         self.writes = 0
 
     def add_job(self, i: int) -> None:
@@ -94,29 +96,27 @@ class MemoryCluster:
 
     def finish(self, key: str) -> None:
         """The job's pods exit 0 (its status follows in the next pass, as the operator writes it)."""
-        views = []
         for name, body in list(self.pods.items()):
             if body["metadata"]["labels"].get("llamaop.io/job") == key.partition("/")[2]:
                 body["status"] = {"phase": "Succeeded"}
-                views.append(pod_view(body))
+                self.podwatch.apply("MODIFIED", body)
                 del self.pods[name]
-        self.indexes.workers[key] = views
 
     # The Kube methods the loop calls.
     async def create(self, manifest: Mapping[str, Any]) -> bool:
         self.writes += 1
         if manifest["kind"] != "Pod":
             return True
+        name = manifest["metadata"]["name"]
         body = {**manifest, "status": {"phase": "Running"}}
+        body["metadata"] = {**manifest["metadata"], "uid": f"pod-{name}"}
         terms = manifest["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         body["spec"] = {
             **manifest["spec"],
             "nodeName": terms["nodeSelectorTerms"][0]["matchFields"][0]["values"][0],
         }
-        self.pods[manifest["metadata"]["name"]] = body
-        view = pod_view(body)
-        assert view.key is not None
-        self.indexes.workers.setdefault(view.key, []).append(view)
+        self.pods[name] = body
+        self.podwatch.apply("ADDED", body)
         return True
 
     async def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
@@ -171,9 +171,9 @@ def phases(cluster: MemoryCluster) -> dict[str, int]:
 async def run(args: argparse.Namespace) -> None:
     logs.configure("WARNING", json=False)
     scale = max(1, -(-args.nodes // 22))
-    cluster = MemoryCluster(scale)
     options = build_options(argparse.Namespace(cost_refresh=3600))
     loop = Loop()
+    cluster = MemoryCluster(scale, loop.podwatch)
     loop.configure(
         cast(Kube, cluster), options, lambda jobs, inv, now: plan(jobs, inv, now=now, catalog=options.catalog)
     )

@@ -74,15 +74,18 @@ compile() { # dir out package ldflags: replaces the binary in one rename (users 
 want=${BUILD_ONLY:-"kube-apiserver kube-scheduler kube-controller-manager kubectl kubelet etcd kwok kwokctl helm"}
 for c in $want; do
   case $c in
-    kube-apiserver|kube-scheduler|kube-controller-manager|kubectl|kubelet|kube-proxy)
+    kube-apiserver|kube-scheduler|kube-controller-manager|kubectl|kubelet|kube-proxy|kubeadm)  # kubeadm: kind's nodes
       [[ -x "$bindir/$c" ]] || { pin_kubernetes; build "$here/gomod/kubernetes" "$c" "k8s.io/kubernetes/cmd/$c" "$(k8s_ldflags)"; } ;;
     etcd)
       [[ -x "$bindir/etcd" ]] || { pin "$here/gomod/etcd" go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
         build "$here/gomod/etcd" etcd go.etcd.io/etcd/server/v3 "-s -w"; } ;;
-    coredns) # not part of the bin dir's name: a version change replaces the binary in place
-      if [[ ! -x "$bindir/coredns" || $("$bindir/coredns" -version 2>/dev/null | head -1) != "CoreDNS-$COREDNS_VERSION" ]]; then
+    coredns) # not part of the bin dir's name: a new version or plugin list replaces the binary in place
+      key=$(sha256sum <"$here/gomod/coredns/main.go" | cut -c1-16)
+      if [[ ! -x "$bindir/coredns" || $("$bindir/coredns" -version 2>/dev/null | head -1) != "CoreDNS-$COREDNS_VERSION" ||
+            $(cat "$bindir/coredns.key" 2>/dev/null) != "$key" ]]; then
         rm -f "$bindir/coredns"; pin "$here/gomod/coredns" github.com/coredns/coredns "$COREDNS_VERSION"
         build "$here/gomod/coredns" coredns . "-s -w"
+        echo "$key" >"$bindir/coredns.key"
       fi ;;
     helm) # the ldflags live beside the binary: a helm built with others (older caches) is rebuilt once
       if [[ ! -x "$bindir/helm" || $(cat "$bindir/helm.ldflags" 2>/dev/null) != "$(helm_ldflags)" ]]; then

@@ -24,8 +24,11 @@ debootstrap_base() { # a Debian base with python3 and venv, made without a regis
   dir=$(mktemp -d)
   log "debootstrap $suite into $dir (needs root)"
   debootstrap --variant=minbase --include=python3,python3-venv,passwd,ca-certificates "$suite" "$dir" \
-    "${LLAMAOP_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >&2
-  tar -C "$dir" -c . | docker import - "$image" >/dev/null
+    "${LLAMAOP_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; return 1; }
+  # pip in the build trusts this machine's CA bundle: the way to PyPI may be re-signed (it is in CI).
+  cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$dir/etc/ssl/certs/ca-certificates.crt"
+  tar -C "$dir" -c . | docker import --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' - "$image" >/dev/null
+  rm -f "$dir.log"
   rm -rf "$dir"
   echo "$image"
 }
@@ -44,7 +47,13 @@ context() { # the checkout as a tar stream: tracked and untracked-but-not-ignore
 build_args=()
 [[ -n $base ]] && build_args+=(--build-arg "BASE_IMAGE=$base")
 t0=$SECONDS
-context | docker build -q -f operator/Dockerfile "${build_args[@]}" -t "$operator_image" - >/dev/null
+build_log=$(mktemp)
+context | docker build -q -f operator/Dockerfile "${build_args[@]}" --label io.llamaop.image=operator \
+  -t "$operator_image" - >/dev/null 2>"$build_log" || { cat "$build_log" >&2; rm -f "$build_log"; exit 1; }
+rm -f "$build_log"
+# Untagged leftovers of earlier builds (replaced images, stale build cache), a day old at least so that
+# the cache of recent builds stays; the label keeps this to our own images.
+docker image prune -f --filter label=io.llamaop.image=operator --filter until=24h >/dev/null
 log "built $operator_image in $((SECONDS - t0))s"
 echo "operator=$operator_image"
 

@@ -6,6 +6,7 @@
 # Each is rebuilt only when its inputs change, and imported only when containerd lacks that manifest.
 #
 #   hack/workers/images.sh build    build (OCI layouts under ~/.cache/llama-operator/workers/images)
+#   hack/workers/images.sh build pause   only the pause image (kind's node image preloads it)
 #   hack/workers/images.sh import   build, then import into the running node's containerd
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -76,7 +77,7 @@ prune() {
 }
 
 build_pause
-build_cpu
+[[ ${2:-} == pause ]] || build_cpu
 if [[ ${1:-build} == import ]]; then
   import "$PAUSE_IMAGE" "$out/pause/layout"
   import "$CPU_WORKER_IMAGE" "$out/cpu/layout"

@@ -23,6 +23,11 @@ cluster=${LLAMAOP_CLUSTER_NAME:-llamaop}
 export KWOK_WORKDIR=${KWOK_WORKDIR:-$cache_root/kwok}
 cluster_dir=$KWOK_WORKDIR/clusters/$cluster
 kubeconfig=$cluster_dir/kubeconfig.yaml
+# `resources` and `volume` also serve another cluster's real node (hack/kind/run.sh: kind's worker):
+# its kubeconfig, and a directory of this machine mounted into that node (seen there at the second path).
+kubeconfig=${LLAMAOP_WORKER_KUBECONFIG:-$kubeconfig}
+volumes=${LLAMAOP_VOLUMES_DIR:-}
+node_volumes=${LLAMAOP_VOLUMES_NODE_DIR:-$volumes}
 export PATH=$bindir:$PATH
 
 # Names and addresses (one node per machine: the ports and the bridge are the machine's).
@@ -334,6 +339,18 @@ YAML
     --node-ip "$ip" --node-labels "$labels" --v 1
 }
 
+# The class of the checkpoint volumes `volume` makes (static local volumes on this node).
+storage_class() {
+  kc apply -f - >/dev/null <<YAML
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: llamaop-local}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+reclaimPolicy: Retain
+YAML
+}
+
 up() {
   local t0=$SECONDS t_containerd t_kubelet
   [[ -f $kubeconfig ]] || { log "cluster '$cluster' is not running: start it with hack/cluster.sh up --workers"; exit 1; }
@@ -357,15 +374,7 @@ up() {
   kubelet_up
   wait_until 120 "node $node to be Ready" kc wait --for=condition=Ready "node/$node" --timeout=1s
   t_kubelet=$(since "$t_kubelet")
-  # The class of the checkpoint volumes `volume` makes (static local volumes on this node).
-  kc apply -f - >/dev/null <<YAML
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: llamaop-local}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
-reclaimPolicy: Retain
-YAML
+  storage_class
   wait_until 30 "CoreDNS" curl -fsS http://127.0.0.1:10181/ready
   log "node $node Ready in $((SECONDS - t0))s (containerd start ${t_containerd}s, kubelet start to Ready ${t_kubelet}s)"
 }
@@ -432,8 +441,10 @@ resources() {
 volume() {
   local ns=$1 name=$2 size=${3:-1Gi} uid=${4:-1000} dir pv
   pv=llamaop-$ns-$name
-  dir=$state/volumes/$pv
+  dir=${volumes:-$state/volumes}/$pv
   mkdir -p "$dir"; chown "$uid:$uid" "$dir"; chmod 0775 "$dir"
+  # Another cluster's real node (kind's) has had no `up` here to create the class.
+  [[ -z ${LLAMAOP_WORKER_KUBECONFIG:-} ]] || storage_class
   kc apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: PersistentVolume
@@ -444,7 +455,7 @@ spec:
   persistentVolumeReclaimPolicy: Retain
   storageClassName: llamaop-local
   claimRef: {namespace: $ns, name: $name}
-  local: {path: $dir}
+  local: {path: ${node_volumes:-$state/volumes}/$pv}
   nodeAffinity:
     required:
       nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$node]}]}]

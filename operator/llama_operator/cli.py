@@ -2,7 +2,8 @@
 
 llamaop run [--namespace NS ...] [--metrics-port N] [--peering NAME | --standalone]
 llamaop plan FILE... [--pools FILE...] [--catalog FILE] [--json]
-llamaop simulate TRACE [--pools FILE...] [--catalog FILE] [--json]
+llamaop simulate TRACE [--pools FILE...] [--catalog FILE] [--truth FILE | --truth-seed N] [--json]
+llamaop calibrate [--catalog FILE] [--write [FILE]] [--json]
 llamaop trace [--seed N] [--jobs N] [--days D] [--out FILE]
 """
 
@@ -16,11 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from llama_operator import __version__, catalog
-from llama_operator.planning import Decision, documents, plan, simulator, trace, tracegen
+from llama_operator.planning import Decision, calibration, documents, plan, simulator, trace, tracegen, truth
 
 # Exit codes: 0 every job placed or queued; 1 some job rejected; 2 bad input.
 EXIT_REJECTED = 1
@@ -34,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start the operator (kopf)")
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces")
-    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
+    scope.add_argument("--namespace", "-n", action="append", default=[], help="manage only their jobs")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="manage jobs of every namespace")
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
     peering = run.add_mutually_exclusive_group()
     peering.add_argument("--peering", default=None, help="kopf peering name (several replicas, one active)")
@@ -50,7 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="replay a job trace for the engine and the baselines")
     sim.add_argument("trace", type=Path, help="trace YAML (see `llamaop trace`)")
     _pool_arguments(sim)
+    real = sim.add_mutually_exclusive_group()
+    real.add_argument("--truth", type=Path, default=None, help="truth YAML: real speed over the estimate")
+    real.add_argument(
+        "--truth-seed", type=int, default=None, help="generate a truth (factors in [1/2, 2]) with this seed"
+    )
     sim.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+    cal = sub.add_parser("calibrate", help="fit the speed model to the published measurements and check it")
+    cal.add_argument("--catalog", type=Path, default=None, help="YAML merged over the built-in catalog")
+    cal.add_argument(
+        "--write",
+        nargs="?",
+        type=Path,
+        const=catalog.CALIBRATION_FILE,
+        default=None,
+        help="write the fit (default: the built-in catalog/calibration.yaml)",
+    )
+    cal.add_argument("--json", action="store_true", help="print the report as JSON")
 
     gen = sub.add_parser("trace", help="write a seeded synthetic trace")
     gen.add_argument("--seed", type=int, default=7)
@@ -95,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return plan_command(args, console)
         if args.command == "simulate":
             return simulate_command(args, console)
+        if args.command == "calibrate":
+            return calibrate_command(args, console)
         return trace_command(args)
     except (documents.DocumentError, ValueError, OSError) as e:
         Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False)
@@ -155,7 +176,7 @@ def candidate_table(decision: Decision) -> Table:
     table = Table(title=f"{decision.key}: candidates", title_justify="left", show_lines=False)
     for name in ("pool", "accelerator"):
         table.add_column(name)
-    for name in ("devices", "fits", "tokens/s", "time", "$/h", "est. cost", "$/M tok", "now"):
+    for name in ("devices", "fits", "tokens/s", "tok/s/seq", "time", "$/h", "est. cost", "$/M tok", "now"):
         table.add_column(name, justify="right")
     table.add_column("verdict")
     for c in decision.candidates:
@@ -167,6 +188,7 @@ def candidate_table(decision: Decision) -> Table:
             devices,
             "yes" if c.fits else "no",
             _num(c.tokens_per_second, ",.0f"),
+            _num(c.tokens_per_second_per_sequence, ",.1f"),
             _duration(c.hours),
             _num(c.price_per_hour, ",.2f"),
             _num(c.cost, ",.2f"),
@@ -201,39 +223,156 @@ def simulate_command(args: argparse.Namespace, console: Console) -> int:
                 for p in pools
             )
         )
-    comparison = simulator.compare(replay, catalog=cat)
+    if args.truth is not None:
+        real = truth.load(args.truth)
+    elif args.truth_seed is not None:
+        models = {j.spec.model.preset or "custom" for j in replay.jobs}
+        real = truth.generate(cat.accelerators, models, seed=args.truth_seed)
+    else:
+        real = simulator.PRIOR
+    comparison = simulator.compare(replay, catalog=cat, truth=real)
     if args.json:
         console.print_json(json.dumps(comparison.to_json()))
         return 0
-    table = Table(
-        title=f"{replay.name}: {len(replay.jobs)} jobs on {len(replay.pools)} pools", title_justify="left"
-    )
-    for name in (
-        "placement",
-        "total cost",
-        "done",
-        "rejected",
-        "deadline misses",
-        "mean queue",
-        "utilisation",
-    ):
+    console.print(comparison_table(comparison, f"{replay.name}: {len(replay.jobs)} jobs on "
+                                   f"{len(replay.pools)} pools, truth {real.name}"))  # fmt: skip
+    return 0
+
+
+def comparison_table(comparison: simulator.Comparison, title: str) -> Table:
+    """Per policy: true cost, misses, and regret against the oracle (hack/bench/planner.py prints it too)."""
+    table = Table(title=title, title_justify="left")
+    columns = ("placement", "true cost", "regret", "done", "rejected", "deadline misses", "cost-cap misses",
+               "SLO misses", "mean queue", "utilisation")  # fmt: skip
+    for name in columns:
         table.add_column(name, justify="left" if name == "placement" else "right")
-    for result in comparison.results.values():
+    regret = comparison.regret()
+    for key, result in comparison.results.items():
         table.add_row(
-            "engine (job policy)" if result.ranking == "policy" else result.ranking,
+            key,
             f"${result.total_cost:,.2f}",
+            f"{regret[key]:.3f}",
             str(result.completed),
             str(result.rejected),
             f"{result.deadline_misses}/{result.deadline_jobs}",
+            str(result.cost_cap_misses),
+            str(result.service_level_misses),
             _duration(result.mean_queue_hours),
             f"{result.utilisation:.1%}",
         )
-    table.add_row(
-        "lower bound (no contention)", f"${comparison.lower_bound:,.2f}", str(comparison.lower_bound_jobs)
+    table.caption = (
+        f"regret: true cost over the oracle's on the {len(comparison.common())} jobs every run completed; "
+        "baselines see the engine's estimates and constraints"
     )
+    return table
+
+
+# ------------------------------------------------------------------ calibrate
+
+
+def _workload(m: catalog.Measurement) -> str:
+    if m.kind == "train":
+        return f"seq {m.sequence_length}, {m.nodes} node(s)" + (", AC" if m.activation_checkpointing else "")
+    if m.kind == "decode":
+        text = f"decode, batch {m.batch}, context {m.context}"
+        if m.input_length and m.output_length:
+            text += f", {m.in_flight} in flight of {m.input_length}/{m.output_length}"
+            text += ", 1st token in" if m.first_token_included else ""
+        return text
+    return f"batch {m.batch}, {m.input_length}/{m.output_length}"
+
+
+def _unit(m: catalog.Measurement) -> str:
+    return {"train": "tok/s/dev", "decode": "tok/s/seq", "batch": "tok/s"}[m.kind]
+
+
+def calibrate_command(args: argparse.Namespace, console: Console) -> int:
+    cat = catalog.load(args.catalog)
+    report = calibration.calibrate(cat)
+    if args.write is not None:
+        header = (
+            "# The speed model's parameters fitted to measurements.yaml. Generated by `llamaop calibrate"
+            " --write`;\n# a unit test refits and compares. Do not edit by hand.\n"
+        )
+        body = yaml.safe_dump(calibration.to_yaml(report.calibration), sort_keys=False, width=110)
+        args.write.write_text(header + body)
+    train = [r for r in report.rows if r.point.mode == "train"]
+    serve = [r for r in report.rows if r.point.mode != "train"]
+    summary = {
+        "measurements": len(report.rows),
+        "medianAbsErrorHeldOut": round(report.median_error(), 4),
+        "medianAbsErrorHeldOutTraining": round(report.median_error(train), 4),
+        "medianAbsErrorHeldOutInference": round(report.median_error(serve), 4),
+        "inversions": [
+            [i.faster.point.measurement.id, i.slower.point.measurement.id] for i in report.inversions
+        ],
+    }
+    if args.json:
+        rows = [
+            {
+                "id": r.point.measurement.id,
+                "accelerator": r.point.measurement.accelerator,
+                "measured": round(r.point.measured, 3),
+                "fitted": round(r.fitted, 3),
+                "heldOut": round(r.held_out, 3),
+                "error": round(r.error, 4),
+            }
+            for r in report.rows
+        ]
+        console.print_json(json.dumps({"summary": summary, "rows": rows}))
+        return 0
+    table = Table(
+        title="model vs measured (held out: fitted to all other measurements)", title_justify="left"
+    )
+    for name in ("measurement", "accelerator", "prec.", "model", "workload", "unit"):
+        table.add_column(name)
+    for name in ("measured", "fitted", "held out", "error"):
+        table.add_column(name, justify="right")
+    for r in report.rows:
+        m = r.point.measurement
+        table.add_row(
+            m.id,
+            m.accelerator,
+            m.precision,
+            m.model,
+            _workload(m),
+            _unit(m),
+            f"{r.point.measured:,.1f}",
+            f"{r.fitted:,.1f}",
+            f"{r.held_out:,.1f}",
+            f"{r.error:+.0%}",
+            style="yellow" if abs(r.error) > 0.5 else "",
+        )
     console.print(table)
-    ratios = ", ".join(f"{name} {value:.3f}" for name, value in comparison.ratios().items())
-    console.print(f"engine cost / other, on the jobs all completed: {ratios}", highlight=False)
+    fit = report.calibration
+    speeds = Table(title="fitted speeds (bf16)", title_justify="left")
+    for name in ("accelerator", "train MFU", "serve bandwidth eff.", "serve compute eff.", "basis"):
+        speeds.add_column(name, justify="left" if name in ("accelerator", "basis") else "right")
+    for name, s in fit.accelerators.items():
+        inf = s.inference["bf16"]
+        basis = f"train: {s.basis['train']}; inference: {s.basis['inference']}"
+        speeds.add_row(name, f"{s.train['bf16'].mfu:.3f}", f"{inf.bandwidth_efficiency:.3f}",
+                       f"{inf.compute_efficiency:.3f}", basis)  # fmt: skip
+    console.print(speeds)
+    console.print(
+        f"node retention {fit.node_retention:.3f} per doubling of nodes, replica retention "
+        f"{fit.replica_retention:.3f} per doubling of a replica's devices",
+        highlight=False,
+    )
+    console.print(
+        f"median |error| held out: {summary['medianAbsErrorHeldOut']:.1%} over {len(report.rows)} "
+        "measurements "
+        f"(training {summary['medianAbsErrorHeldOutTraining']:.1%}, inference "
+        f"{summary['medianAbsErrorHeldOutInference']:.1%}); ordering inversions between accelerators on "
+        f"one workload: {len(report.inversions)}",
+        highlight=False,
+    )
+    for inv in report.inversions:
+        console.print(
+            f"  inversion: {inv.faster.point.measurement.id} measured faster than "
+            f"{inv.slower.point.measurement.id}, modelled slower",
+            highlight=False,
+        )
     return 0
 
 

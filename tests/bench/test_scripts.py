@@ -38,7 +38,7 @@ def script(name: str, *args: str, timeout: float = 300) -> str:
 def test_planner_prints_its_figures_against_first_fit() -> None:
     out = script("planner.py", "--jobs", "100", "--pools", "10")
     assert re.search(r"p99 [\d.]+ ms", out), out
-    assert re.search(r"first-fit [\d.]+", out), out
+    assert re.search(r"engine / first-fit: p50 [\d.]+x +p99 [\d.]+x", out), out
 
 
 def test_replan_prints_each_pass_as_a_ratio_to_a_full_pass() -> None:
@@ -52,11 +52,21 @@ def test_runtime_prints_its_ratio_to_plain_transformers() -> None:
     assert re.search(r"tiny .* ratio=[\d.]+", out), out
 
 
+def test_serving_prints_its_tokens_per_second() -> None:
+    """One server as `make bench` starts it, at the smallest size (make bench divides TP 2 by TP 1)."""
+    server = [sys.executable, "-m", "llama_runtime", "serve", "--backend", "cpu", "--model", "tiny"]
+    args = ["--name", "smoke", "--requests", "2", "--concurrency", "2", "--max-tokens", "4"]
+    out = script("serving.py", *args, "--", *server)
+    assert re.search(r"RESULT smoke: [\d.,]+ tokens/s", out), out
+
+
 def test_gpu_script_runs_its_step_on_cpu() -> None:
-    """hack/bench/gpu.sh as documented for a machine without a GPU (the script's own smoke mode)."""
+    """hack/bench/gpu.sh's training half on CPU (runtime_gpu.py's own smoke mode); its serving half needs
+    CUDA and runs on a GPU machine only."""
     args = ["--backend", "cpu", "--model", "tiny", "--seq", "64", "--batch", "2", "--micro", "1"]
     args += ["--steps", "2", "--warmup", "1", "--modes", "eager"]
-    out = run(str(BENCH / "gpu.sh"), *args, timeout=300, env={"PYTHON": sys.executable})
+    env = {"PYTHON": sys.executable, "GPU_BENCH": "train"}
+    out = run(str(BENCH / "gpu.sh"), *args, timeout=300, env=env)
     assert re.search(r"RESULT eager .* tokens/s=[\d,]+", out), out
 
 

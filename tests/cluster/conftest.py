@@ -128,6 +128,9 @@ def installed_release(helm: Helm, kubectl: Kubectl, *set_args: str) -> Iterator[
     tag = uuid.uuid4().hex[:5]
     release = Release(helm, kubectl, f"lo-{tag}", namespace, f"{tag}-")
     sets = [arg for value in (f"poolNamePrefix={release.pool_prefix}", *set_args) for arg in ("--set", value)]
+    # A cluster whose operator pods really run (kind) says where they can: its node and image settings.
+    if os.environ.get("LLAMAOP_TEST_HELM_VALUES"):
+        sets = ["-f", os.environ["LLAMAOP_TEST_HELM_VALUES"], *sets]
     try:
         proc = helm.run("install", release.name, str(CHART), "-n", namespace, *sets, *WAIT, check=False)
         if proc.returncode != 0:  # say what the cluster saw, not only helm's deadline

@@ -7,6 +7,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +65,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def request(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """GET (no body) or POST JSON; the status and the decoded JSON (or text) of the answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            raw, code = resp.read(), resp.status
+    except urllib.error.HTTPError as e:
+        raw, code = e.read(), e.code
+    try:
+        return code, json.loads(raw)
+    except json.JSONDecodeError:
+        return code, raw.decode()
+
+
+def wait_healthy(proc: subprocess.Popen[str], url: str, timeout: float) -> None:
+    """Until `url`/healthz answers 200; fails with the server's output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"server exited {proc.returncode}: {out}{err}")
+        try:
+            if request(url + "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not healthy within {timeout} s"
+        time.sleep(0.3)

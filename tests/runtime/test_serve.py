@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from tests.runtime.helpers import BASE_ARGS, ROOT, cli, free_port, runtime_env
+from tests.runtime.helpers import BASE_ARGS, ROOT, cli, free_port, request, runtime_env, wait_healthy
 
 pytestmark = pytest.mark.runtime
-
-
-def _request(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            raw, code = resp.read(), resp.status
-    except urllib.error.HTTPError as e:
-        raw, code = e.read(), e.code
-    try:
-        return code, json.loads(raw)
-    except json.JSONDecodeError:
-        return code, raw.decode()
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +39,7 @@ def server(trained: dict[str, Any]) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                if _request(url + "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "serve not healthy within 120 s"
-            time.sleep(0.3)
+        wait_healthy(proc, url, 120)
         yield url
     finally:
         proc.terminate()
@@ -74,7 +47,7 @@ def server(trained: dict[str, Any]) -> Iterator[str]:
 
 
 def test_completions_and_chat(server: str) -> None:
-    code, doc = _request(
+    code, doc = request(
         server + "/v1/completions", {"prompt": "Q: Where does Ada go? A:", "max_tokens": 16, "temperature": 0}
     )
     assert code == 200, doc
@@ -84,7 +57,7 @@ def test_completions_and_chat(server: str) -> None:
     assert doc["usage"]["completion_tokens"] == 16 or choice["finish_reason"] == "stop"
     assert doc["usage"]["prompt_tokens"] == len(b"Q: Where does Ada go? A:") + 1  # bytes + BOS
 
-    code, doc = _request(
+    code, doc = request(
         server + "/v1/chat/completions",
         {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stop": ["\n"]},
     )
@@ -92,28 +65,28 @@ def test_completions_and_chat(server: str) -> None:
     assert doc["object"] == "chat.completion" and doc["choices"][0]["message"]["role"] == "assistant"
     assert "\n" not in doc["choices"][0]["message"]["content"]
 
-    assert _request(server + "/v1/completions", {"prompt": 3})[0] == 400
-    assert _request(server + "/v1/completions", {"prompt": "x", "max_tokens": 10_000})[0] == 400
-    assert _request(server + "/v1/nothing", {})[0] == 404
-    assert _request(server + "/v1/models")[1]["data"][0]["id"] == "tiny-test"
+    assert request(server + "/v1/completions", {"prompt": 3})[0] == 400
+    assert request(server + "/v1/completions", {"prompt": "x", "max_tokens": 10_000})[0] == 400
+    assert request(server + "/v1/nothing", {})[0] == 404
+    assert request(server + "/v1/models")[1]["data"][0]["id"] == "tiny-test"
 
 
 def test_concurrent_requests_are_batched_and_match_one_by_one(server: str) -> None:
     prompts = [f"At the {p}, {n}" for p in ("market", "mill", "garden", "library") for n in ("Ada", "Bram")]
     body = {"max_tokens": 24, "temperature": 0}
     alone = [
-        _request(server + "/v1/completions", {**body, "prompt": p})[1]["choices"][0]["text"] for p in prompts
+        request(server + "/v1/completions", {**body, "prompt": p})[1]["choices"][0]["text"] for p in prompts
     ]
 
     def metric(text: str, name: str) -> float:
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
-    before = _request(server + "/metrics")[1]
+    before = request(server + "/metrics")[1]
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(
-            pool.map(lambda p: _request(server + "/v1/completions", {**body, "prompt": p}), prompts)
+            pool.map(lambda p: request(server + "/v1/completions", {**body, "prompt": p}), prompts)
         )
-    after = _request(server + "/metrics")[1]
+    after = request(server + "/metrics")[1]
     assert all(code == 200 for code, _ in together)
     # Left padding and the shared KV cache must not change what greedy decoding produces.
     assert [doc["choices"][0]["text"] for _, doc in together] == alone
@@ -126,6 +99,6 @@ def test_concurrent_requests_are_batched_and_match_one_by_one(server: str) -> No
 
 
 def test_healthz_and_metrics(server: str) -> None:
-    assert _request(server + "/healthz") == (200, {"status": "ok"})
-    code, text = _request(server + "/metrics")
+    assert request(server + "/healthz") == (200, {"status": "ok"})
+    code, text = request(server + "/metrics")
     assert code == 200 and 'llamaop_serve_requests_total{code="200",endpoint="/v1/completions"}' in text

@@ -46,12 +46,19 @@ def test_two_ranks_match_one_process_on_the_same_global_batch(tmp_path: Path) ->
         assert l2[step] == pytest.approx(loss, abs=2e-4), step
     assert l2[4] < l2[1]
 
-    # FSDP2 really shards weights, gradients and both AdamW moments, as the planner's fit model assumes.
-    from llama_runtime.memory import train_bytes_per_device
-    from llama_runtime.model import PRESETS
+    # FSDP2 really shards weights, gradients and both AdamW moments, as the cpu row and the planner say.
+    from llama_operator.api import ModelSpec
+    from llama_operator.planning import llama
+    from llama_runtime.capabilities import CAPABILITIES
 
-    held = events(two.stdout, "memory")[0]["state_bytes"]
-    assert held == train_bytes_per_device(PRESETS["tiny"], world=2, micro_batch=2, seq_len=64).state
+    row = CAPABILITIES["cpu"].training
+    assert row is not None
+    planned = llama.training_memory(
+        llama.shape_of(ModelSpec(preset="tiny")), row, micro_batch=2, sequence_length=64,
+        precision="fp32", activation_checkpointing=True,
+    )  # fmt: skip
+    memory = events(two.stdout, "memory")[0]
+    assert (memory["state_bytes"], memory["layout"]) == (planned.sharded / 2, "S(0)")
 
     # Both ranks wrote their shard of the same step; the weights equal the single process's.
     state = json.loads((tmp_path / "two" / "step-000000004" / "state.json").read_text())

@@ -18,16 +18,18 @@ from llama_operator.lifecycle.actions import (
 )
 from llama_operator.lifecycle.reconcile import Settings
 from llama_operator.lifecycle.snapshot import Options, Snapshot, mark_seen, reconcile_all
+from llama_operator.lifecycle.usage import NodeUsage
 from llama_operator.lifecycle.views import JobView, NodeView, PodView, job_view, node_view, pod_view
 from llama_operator.planning import plan
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 OPTIONS = Options(settings=Settings(), catalog=builtin())
 
+# Allocatable as the instance catalog has it (cpu, memory), plus the device plugins' resources.
 POOLS = {
-    "trn1": ("trn1.32xlarge", {"aws.amazon.com/neuron": "16"}, "on-demand"),
-    "p5": ("p5.48xlarge", {"nvidia.com/gpu": "8"}, "on-demand"),
-    "cpu": ("m7i.8xlarge", {}, "on-demand"),
+    "trn1": ("trn1.32xlarge", {"cpu": "128", "memory": "512Gi", "aws.amazon.com/neuron": "16"}, "on-demand"),
+    "p5": ("p5.48xlarge", {"cpu": "192", "memory": "2Ti", "nvidia.com/gpu": "8"}, "on-demand"),
+    "cpu": ("m7i.8xlarge", {"cpu": "32", "memory": "128Gi"}, "on-demand"),
 }
 
 
@@ -52,7 +54,7 @@ def node(pool_name: str, index: int, *, ready: bool = True, taints: Sequence[str
             "metadata": {"name": f"{pool_name}-{index}", "labels": {"llamaop.io/pool": pool_name}},
             "spec": {"taints": [{"key": t, "effect": "NoSchedule"} for t in taints]},
             "status": {
-                "allocatable": {"cpu": "96", **allocatable},
+                "allocatable": {"pods": "110", **allocatable},
                 "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
             },
         }
@@ -107,14 +109,15 @@ class World:
 
     def snapshot(self, busy: frozenset[str] = frozenset()) -> Snapshot:
         pods: dict[str, list[PodView]] = {}
-        for body in self.pods.values():
-            view = pod_view(body)
+        views = [pod_view(body) for body in self.pods.values()]
+        for view in views:
             if view.key:
                 pods.setdefault(view.key, []).append(view)
         mark_seen(self.jobs, pods, self.seen_at, self.now)
         return Snapshot(
-            now=self.now, jobs=self.jobs, pods=pods, nodes=self.nodes, foreign={}, pools=self.pools,
-            created_at=self.created_at, seen_at=self.seen_at, cost_at=self.cost_at, busy=busy,
+            now=self.now, jobs=self.jobs, pods=pods, nodes=self.nodes, pools=self.pools,
+            usage=NodeUsage.of(views).by_node, created_at=self.created_at, seen_at=self.seen_at,
+            cost_at=self.cost_at, busy=busy,
         )  # fmt: skip
 
     def step(

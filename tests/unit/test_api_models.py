@@ -137,10 +137,26 @@ def test_kinds_parse_full_objects() -> None:
             "kind": "AcceleratorPool",
             "metadata": {"name": "p"},
             "spec": {"nodeSelector": {"llamaop.io/pool": "p"}, "instanceType": "p5.48xlarge"},
+            "status": {
+                "freeDevices": 3,
+                "learnedSpeeds": [{"mode": "train", "precision": "bf16", "factor": 0.8, "runs": 2}],
+            },
+        }
+    )
+    assert pool.status is not None and pool.status.learned_speeds[0].factor == 0.8
+
+
+def test_a_pool_status_of_an_earlier_operator_still_reads() -> None:
+    """observedThroughput (preset-keyed tokens/s) was replaced by learnedSpeeds; old objects parse."""
+    pool = AcceleratorPool.model_validate(
+        {
+            "kind": "AcceleratorPool",
+            "metadata": {"name": "p"},
+            "spec": {"nodeSelector": {"llamaop.io/pool": "p"}, "instanceType": "p5.48xlarge"},
             "status": {"freeDevices": 3, "observedThroughput": {"llama3-8b": 9000.0}},
         }
     )
-    assert pool.status is not None and pool.status.observed_throughput == {"llama3-8b": 9000.0}
+    assert pool.status is not None and pool.status.free_devices == 3 and pool.status.learned_speeds == []
 
 
 def test_pool_needs_a_node_selector() -> None:

@@ -22,6 +22,11 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "llama-operator"
+VERSIONS = dict(
+    line.split("=", 1)
+    for line in (ROOT / "hack/cluster/versions.env").read_text().splitlines()
+    if "=" in line
+)
 # The local cluster's pools; the chart's enabled pools are the same set.
 LOCAL_POOLS = ROOT / "hack" / "cluster" / "pools.yaml"
 
@@ -106,8 +111,9 @@ def test_chart_crds_are_copies_of_the_generated_ones() -> None:
         (),
         ("peering.enabled=true",),
         ("serviceMonitor.enabled=true", "replicaCount=0", "workerImages.cpu=w:1"),
+        ("watchNamespaces={team-a,team-b}",),
     ],
-    ids=["defaults", "peering", "monitoring"],
+    ids=["defaults", "peering", "monitoring", "namespaced"],
 )
 def test_helm_lint_strict(helm: Path, values: tuple[str, ...]) -> None:
     sets = [arg for value in values for arg in ("--set", value)]
@@ -118,13 +124,22 @@ def test_helm_lint_strict(helm: Path, values: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------- RBAC
 
 # The operator's API calls (see clusterrole.yaml); a change here is a change of what users grant.
-OPERATOR_RULES = {
-    ("llamaop.io", "llamajobs"): {"get", "list", "watch", "patch"},
-    ("llamaop.io", "llamajobs/status"): {"get", "patch"},
+# Read everywhere, whichever namespaces the operator manages jobs in:
+CLUSTER_RULES = {
     ("llamaop.io", "acceleratorpools"): {"get", "list", "watch"},
     ("llamaop.io", "acceleratorpools/status"): {"get", "patch"},
+    ("", "nodes"): {"get", "list", "watch"},
+    # Capacity: every pod of the cluster holds node resources (list and watch only, nothing more).
+    ("", "pods"): {"list", "watch"},
+    # kopf lists and watches CRDs to notice new resources; it never reads one by name.
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+# Done in the namespaces whose jobs it manages:
+JOB_RULES = {
+    ("llamaop.io", "llamajobs"): {"get", "list", "watch", "patch"},
+    ("llamaop.io", "llamajobs/status"): {"get", "patch"},
     # Workers go by label selector: DELETE on the collection needs deletecollection.
-    ("", "pods"): {"get", "list", "watch", "create", "delete", "deletecollection", "patch"},
+    ("", "pods"): {"get", "create", "delete", "deletecollection", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "delete", "deletecollection"},
     ("", "serviceaccounts"): {"get", "list", "watch", "create", "delete", "deletecollection"},
     ("rbac.authorization.k8s.io", "roles"): {"get", "list", "watch", "create", "delete", "deletecollection"},
@@ -136,11 +151,12 @@ OPERATOR_RULES = {
         "delete",
         "deletecollection",
     },
-    ("", "nodes"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    # kopf lists and watches CRDs to notice new resources; it never reads one by name.
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+OPERATOR_RULES = {
+    key: CLUSTER_RULES.get(key, set()) | JOB_RULES.get(key, set())
+    for key in CLUSTER_RULES.keys() | JOB_RULES.keys()
 }
 
 
@@ -168,6 +184,39 @@ def test_cluster_role_grants_exactly_the_operators_verbs(helm: Path) -> None:
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}
     ]
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_watching_some_namespaces_grants_job_verbs_only_there_and_pod_reads_everywhere(helm: Path) -> None:
+    docs = render(helm, "watchNamespaces={team-a,team-b}")
+    assert [a for a in container(docs)["args"] if "namespace" in a] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    assert grants(roles["rel-llama-operator"]) == CLUSTER_RULES
+    assert grants(roles["rel-llama-operator-jobs"]) == JOB_RULES
+    cluster_binding = one(docs, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == "rel-llama-operator"
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    sa = one(docs, "ServiceAccount")["metadata"]["name"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "rel-llama-operator-jobs",
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": "ops"}]
+
+
+def test_all_namespaces_is_the_default_and_peering_refuses_some_namespaces(helm: Path) -> None:
+    args = container(render(helm))["args"]
+    assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
+    proc = run_helm(helm, "template", "rel", str(CHART), "--set", "peering.enabled=true",
+                    "--set", "watchNamespaces={a}")  # fmt: skip
+    assert proc.returncode != 0 and "ClusterKopfPeering" in proc.stderr
+    bad = run_helm(helm, "template", "rel", str(CHART), "--set", "watchNamespaces={Not_A_Namespace}")
+    assert bad.returncode != 0 and "watchNamespaces" in bad.stderr
 
 
 def test_peering_adds_only_its_own_peering_object(helm: Path) -> None:
@@ -348,50 +397,3 @@ def test_image_defaults_match_the_dockerfile(helm: Path) -> None:
     assert re.search(r"^ARG BASE_IMAGE=python:3\.\d+-slim$", text, re.M)
     build_script = (ROOT / "hack" / "kind" / "images.sh").read_text()
     assert "llama-operator:$version" in build_script
-
-
-# ---------------------------------------------------------------- the kind path
-
-KIND = ROOT / "hack" / "kind"
-
-
-def load_module(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_kind_workers_stand_in_for_a_neuron_a_gpu_and_a_cpu_pool(helm: Path) -> None:
-    config = yaml.safe_load((KIND / "kind-config.yaml").read_text())
-    workers = [n["labels"]["llamaop.io/pool"] for n in config["nodes"] if n["role"] == "worker"]
-    local = {p["name"]: p for p in local_pools()}
-    capacities = [set(local[name]["capacity"]) for name in workers]
-    assert [bool({"aws.amazon.com/neuron", "nvidia.com/gpu"} & c) for c in capacities].count(False) == 1
-    assert any("aws.amazon.com/neuron" in c for c in capacities)
-    assert any("nvidia.com/gpu" in c for c in capacities)
-    # The chart installed with hack/kind/values.yaml creates exactly these pools.
-    proc = run_helm(helm, "template", "rel", str(CHART), "-f", str(KIND / "values.yaml"))
-    assert proc.returncode == 0, proc.stderr
-    assert set(pools([d for d in yaml.safe_load_all(proc.stdout) if d])) == set(workers)
-
-
-def test_kind_nodes_get_the_local_pools_labels_and_taints() -> None:
-    nodes = load_module(KIND / "nodes.py")
-    trn1 = next(p for p in local_pools() if p["name"] == "trn1-32xl-od")
-    labels = nodes.pool_labels(trn1)
-    assert labels["node.kubernetes.io/instance-type"] == "trn1.32xlarge"
-    assert labels["karpenter.sh/capacity-type"] == "on-demand"
-    assert not {"type", "kubernetes.io/hostname"} & set(labels)
-    assert nodes.taint_arg(trn1["taints"][0]) == "aws.amazon.com/neuron:NoSchedule"
-    assert nodes.taint_arg({"key": "k", "value": "v", "effect": "NoExecute"}) == "k=v:NoExecute"
-
-
-def test_kind_maybe_run_says_in_one_line_that_it_skips_without_a_docker_engine(tmp_path: Path) -> None:
-    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
-    proc = subprocess.run([str(KIND / "maybe-run.sh")], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert len(proc.stdout.splitlines()) == 1 and proc.stdout.startswith("kind: skipped"), proc.stdout
-    for script in ("run.sh", "images.sh", "maybe-run.sh"):
-        assert subprocess.run(["bash", "-n", str(KIND / script)]).returncode == 0, script

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from llama_operator import cli
+from llama_operator import catalog, cli
 
 pytestmark = pytest.mark.unit
 
@@ -88,13 +89,38 @@ def test_plan_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_trace_then_simulate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "trace.yaml"
     assert run(capsys, "trace", "--seed", "1", "--jobs", "12", "--days", "0.5", "--out", str(path))[0] == 0
-    code, out, _ = run(capsys, "simulate", str(path), "--json")
+    code, out, _ = run(capsys, "simulate", str(path), "--truth-seed", "4", "--json")
     assert code == 0
     report = json.loads(out)
-    assert [r["ranking"] for r in report["results"]] == ["policy", "first-fit", "cheapest-device-hour"]
-    assert set(report["ratios"]) == {"vs first-fit", "vs cheapest-device-hour", "vs lower bound"}
-    code, out, _ = run(capsys, "simulate", str(path), "--pools", str(EXAMPLES / "pools"))
-    assert code == 0 and "engine (job policy)" in out and "lower bound" in out
+    labels = [r["label"] for r in report["results"]]
+    assert labels[:2] == ["engine", "engine + learning"] and labels[-1] == "oracle (knows the truth)"
+    assert report["truth"] == "seed4" and report["results"][-1]["regret"] == 1.0
+    truth_file = tmp_path / "truth.yaml"
+    truth_file.write_text(
+        "name: slow-gpus\nfactors:\n- {accelerator: h100, model: tiny, mode: train, factor: 0.5}\n"
+    )
+    code, out, _ = run(
+        capsys, "simulate", str(path), "--pools", str(EXAMPLES / "pools"), "--truth", str(truth_file)
+    )
+    assert code == 0 and "truth slow-gpus" in out and "oracle" in out and "regret" in out
+
+
+def test_calibrate_reports_every_measurement_and_writes_the_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "calibrate", "--json")
+    assert code == 0
+    report = json.loads(out)
+    measurements = catalog.builtin().measurements
+    assert measurements is not None
+    assert [r["id"] for r in report["rows"]] == [m.id for m in measurements.measurements]
+    assert report["summary"]["medianAbsErrorHeldOut"] <= 0.25 and report["summary"]["inversions"] == []
+    written = tmp_path / "calibration.yaml"
+    assert run(capsys, "calibrate", "--write", str(written))[0] == 0
+    assert (
+        catalog.Calibration.model_validate(yaml.safe_load(written.read_text()))
+        == catalog.builtin().calibration
+    )
 
 
 def test_run_is_delegated_lazily(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,8 +81,19 @@ def test_cheapest_pool_wins_and_every_other_candidate_says_why() -> None:
     chosen = d.candidates[0]
     assert chosen.verdict == "Chosen" and chosen.pool == d.pool
     assert d.est_cost == pytest.approx(min(c.cost for c in available(d)))
-    assert {c.verdict for c in d.candidates[1:]} <= {"Costlier", "DoesNotFit", "ExceedsMaxCost"}
+    assert {c.verdict for c in d.candidates[1:]} <= {
+        "Costlier",
+        "DoesNotFit",
+        "ExceedsMaxCost",
+        "NotSupported",
+    }
     assert all(c.note for c in d.candidates)
+    # Inferentia2 serves only: the runtime's capability row refuses training there, in its own words.
+    inf2 = next(c for c in d.candidates if c.pool == "inf2")
+    assert (inf2.verdict, inf2.note) == (
+        "NotSupported",
+        "inferentia2 does not train (neuron-xla serves only there)",
+    )
     assert len(d.candidates) == len(POOLS)
     assert d.est_cost == pytest.approx(d.price_per_hour * d.est_hours)
     assert d.est_finish == NOW + timedelta(hours=d.est_hours)
@@ -105,12 +116,18 @@ def test_decision_carries_what_the_workers_need() -> None:
     )
     assert len(d.node_names) == d.nodes == 1
     assert d.processes_per_node == d.devices_per_node
-    assert d.cpu_per_pod == 192 / 8 * d.devices_per_node
+    # 90% of the pod's pro rata share of the host (planning.resources.HOST_RESERVE), in exact integer units.
+    assert d.requests.cpu_millis == int(192 / 8 * d.devices_per_node * 0.9 * 1000)
+    assert d.requests.memory_bytes == int(2048 / 8 * d.devices_per_node * 0.9 * 1024) * 2**20
+    assert d.requests.vector()["nvidia.com/gpu"] == d.devices_per_node and d.efa_per_node == 0
+    # trn1 trains on the XLA line: one SPMD process per pod; trn2 natively, one process per NeuronCore.
     neuron = decide(train(), inventory(pool("trn1")))
-    assert (neuron.backend, neuron.processes_per_node) == ("neuron", 2 * neuron.devices_per_node)
+    assert (neuron.backend, neuron.processes_per_node) == ("neuron", 1)
+    native = decide(train(), inventory(pool("trn2")))
+    assert (native.backend, native.processes_per_node) == ("neuron", 4 * native.devices_per_node)
     tiny = decide(train("tiny", steps=20, batch=8), inventory(pool("cpu")))
     assert (tiny.backend, tiny.resource_name, tiny.processes_per_node) == ("cpu", None, 1)
-    assert tiny.cpu_per_pod == 8 * tiny.devices_per_node
+    assert tiny.requests.cpu_millis == int(8 * tiny.devices_per_node * 0.9 * 1000)
 
 
 def test_when_the_best_pool_is_full_the_next_with_room_wins() -> None:
@@ -324,13 +341,18 @@ def test_an_unusable_pool_is_reported_not_fatal() -> None:
     assert row.verdict == "InvalidPool" and "pricePerNodeHour" in row.note
 
 
-def test_measured_throughput_beats_the_catalog() -> None:
+def test_what_a_pool_learned_scales_its_speed() -> None:
     base = pool("p4d")
-    fast = PoolState("p4d", base.spec, base.nodes, observed_throughput={"llama3-8b": 50_000.0})
+    fast = PoolState("p4d", base.spec, base.nodes, learned={("train", "bf16"): 2.0})
     slow_d, fast_d = decide(train(), inventory(base)), decide(train(), Inventory((fast,)))
-    checkpointing = 0.75 if fast_d.activation_checkpointing else 1.0
-    assert fast_d.est_tokens_per_second == pytest.approx(50_000.0 * fast_d.devices * checkpointing)
+    assert slow_d.est_tokens_per_second and fast_d.est_tokens_per_second
+    per_device = fast_d.est_tokens_per_second / fast_d.devices
+    assert per_device == pytest.approx(2.0 * slow_d.est_tokens_per_second / slow_d.devices, rel=1e-6)
+    assert fast_d.est_hours is not None and slow_d.est_hours is not None
     assert fast_d.est_hours < slow_d.est_hours
+    # An inference factor does not touch training.
+    other = PoolState("p4d", base.spec, base.nodes, learned={("inference", "bf16"): 2.0})
+    assert decide(train(), Inventory((other,))).est_tokens_per_second == slow_d.est_tokens_per_second
 
 
 # ------------------------------------------------------------------ bad input

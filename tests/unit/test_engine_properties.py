@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from llama_operator.api import AcceleratorPoolSpec, LlamaJobSpec
 from llama_operator.catalog import builtin
 from llama_operator.planning import Decision, Inventory, JobRequest, NodeState, PoolState, plan, resolve_pool
-from llama_operator.planning.estimate import options, policy_key, training_tokens_per_device
+from llama_operator.planning.estimate import options, policy_key, rates_for
 from llama_operator.planning.workload import workload_of
 
 pytestmark = pytest.mark.unit
@@ -238,16 +238,15 @@ def test_the_fast_path_agrees_with_the_reference_options(inv: Inventory, raw: di
         if not row.available_now:
             continue
         kind = resolve_pool(state.spec, CATALOG)
-        tpd = training_tokens_per_device(
-            work, kind, None, CATALOG.profile(kind.accelerator, work.shape.preset)
-        )
+        assert CATALOG.calibration is not None
+        rates = rates_for(work, kind, CATALOG.calibration)
         hours = None if work.deadline is None else (work.deadline - NOW).total_seconds() / 3600
         found = options(
             work,
             kind,
             CATALOG.defaults,
             node_limit=state.capacity_nodes(),
-            tokens_per_device=tpd,
+            rates=rates,
             hours_left=hours,
         )
         best = min((o for o in found if o.ok), key=lambda o: policy_key(work, o))
@@ -289,10 +288,14 @@ def test_a_job_no_pool_can_fit_is_rejected_naming_the_binding_constraint(
 ) -> None:
     raw, reason = case
     usable = [p for p in inv.pools if p.capacity_nodes() > 0]
+    # Where every usable pool's runtime cannot train (Inferentia2), that, or a pool without room, binds.
+    refusing = all(str(p.spec.instance_type).startswith("inf2") for p in usable)
     d: Decision = plan([JobRequest("ns/j", LlamaJobSpec.model_validate(raw), NOW)], inv, now=NOW)[0]
     assert d.outcome == "rejected"
-    if usable:
+    if usable and refusing and reason != "DevicesNotAllowed":
+        assert d.reason in ("NotSupported", "NotEnoughNodes", reason), d.message
+    elif usable:
         assert d.reason == reason, d.message
         assert d.message and "even when empty" in d.message
     else:
-        assert d.reason in ("NotEnoughNodes", "DoesNotFit", "DeadlineMiss", reason)
+        assert d.reason in ("NotEnoughNodes", "DoesNotFit", "DeadlineMiss", "NotSupported", reason)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from llama_operator.api import ModelSpec
 from llama_operator.lifecycle.actions import (
     CoolDownPool,
     CreateWorkers,
@@ -16,6 +17,7 @@ from llama_operator.lifecycle.actions import (
     RecordThroughput,
 )
 from llama_operator.lifecycle.status import accrued_cost
+from llama_operator.planning.llama import shape_of
 from tests.unit.lifecycle_fixtures import World, job, node, train_spec
 
 pytestmark = pytest.mark.unit
@@ -99,7 +101,11 @@ def test_running_then_succeeded_with_progress_copied_from_rank_zero() -> None:
     world.set_pods("a", "Succeeded")
     results = world.step(timedelta(hours=1))
     learned = [a for r in results for a in r.actions if isinstance(a, RecordThroughput)]
-    assert learned == [RecordThroughput("trn1", "tiny", round(1234.5 / 16, 3))]
+    assert [a.pool for a in learned] == ["trn1"]
+    sample = learned[0].sample
+    assert (sample.mode, sample.precision, sample.tokens_per_second) == ("train", "bf16", 1234.5)
+    assert (sample.nodes, sample.devices_per_node) == (st["nodes"], st["devicesPerNode"])
+    assert sample.arch.parameters == shape_of(ModelSpec(preset="tiny")).parameters
     st = status(world)
     assert st["phase"] == "Succeeded"
     assert st["placements"][-1]["outcome"] == "Succeeded"

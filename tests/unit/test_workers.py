@@ -94,6 +94,8 @@ def inference_plan(**overrides: Any) -> WorkerPlan:
         1,
         **{
             "mode": "inference",
+            "engine": "nxd-inference",
+            "accelerator": "inferentia2",
             "pool": "inf2",
             "node_names": ("inf-1", "inf-1", "inf-2"),
             "inference": InferenceSettings(port=8080, max_batch=16, served_model_name="llama"),
@@ -158,16 +160,17 @@ def test_gpu_training_pods_request_gpus_and_efa_and_rendezvous_on_rank0() -> Non
         assert spec["hostname"] == pod["metadata"]["name"]
         assert spec["subdomain"] == service["metadata"]["name"]
         assert spec["restartPolicy"] == "Never"
+        # The launcher adds --nproc_per_node from the GPUs the container sees (tests/unit/test_launch.py).
         assert c["command"] == [
-            "torchrun",
+            "python3",
+            "-m",
+            "llama_runtime",
+            "launch",
+            "train",
             "--nnodes=2",
-            "--nproc_per_node=8",
             f"--node_rank={rank}",
             "--master_addr=pretrain-a2-0.pretrain-a2-rdzv",
             "--master_port=29500",
-            "-m",
-            "llama_runtime",
-            "train",
         ]
         assert c["resources"]["requests"] == {GPU_RESOURCE: "8", EFA_RESOURCE: "32"}
         assert c["resources"]["limits"] == c["resources"]["requests"]
@@ -185,33 +188,30 @@ def test_gpu_training_pods_request_gpus_and_efa_and_rendezvous_on_rank0() -> Non
         assert env["FI_PROVIDER"] == "efa"
         assert env["FI_EFA_USE_DEVICE_RDMA"] == "1"
         assert env[contract.BACKEND] == "cuda"
+        assert env[contract.DEVICES] == "8"
         assert env[contract.ATTEMPT] == "2"
         assert not any(name.startswith("NEURON_") for name in env)
         assert {p["containerPort"] for p in c["ports"]} == {29500, 9400}
 
 
 @pytest.mark.parametrize(
-    ("settings", "devices", "nproc", "visible", "lnc"),
-    [
-        (TRN1, 16, 32, "0-31", None),
-        (TRN1, 1, 2, "0-1", None),
-        (TRN2, 16, 64, "0-63", "2"),
-        (NeuronSettings(physical_cores_per_device=8, logical_nc_config=1), 4, 32, "0-31", "1"),
-    ],
+    ("settings", "devices", "lnc"),
+    [(TRN1, 16, None), (TRN1, 1, None), (TRN2, 16, "2"), (NeuronSettings(8, logical_nc_config=1), 4, "1")],
 )
-def test_neuron_training_runs_one_process_per_neuroncore(
-    settings: NeuronSettings, devices: int, nproc: int, visible: str, lnc: str | None
+def test_neuron_training_leaves_the_cores_to_the_device_plugin(
+    settings: NeuronSettings, devices: int, lnc: str | None
 ) -> None:
     (pod,) = pods(render_worker_objects(neuron_plan(settings, devices)))
     c, env = container(pod), env_of(pod)
-    assert f"--nproc_per_node={nproc}" in c["command"]
+    # The launcher counts the cores it is given; the pod names none and no process count.
+    assert not any(arg.startswith("--nproc") for arg in c["command"])
+    assert "NEURON_RT_VISIBLE_CORES" not in env and "NEURON_RT_NUM_CORES" not in env
+    assert env[contract.DEVICES] == str(devices)
+    assert env[contract.CORES_PER_DEVICE] == str(settings.logical_cores_per_device)
     # One node: rendezvous stays on the pod, no DNS needed.
     assert "--master_addr=127.0.0.1" in c["command"]
     assert c["resources"]["requests"] == {NEURON_RESOURCE: str(devices)}
     assert c["resources"]["limits"] == {NEURON_RESOURCE: str(devices)}
-    assert env["NEURON_RT_VISIBLE_CORES"] == visible
-    # Each torchrun child would inherit it and ask for every core.
-    assert "NEURON_RT_NUM_CORES" not in env
     assert env.get("NEURON_LOGICAL_NC_CONFIG") == lnc
     flags = env["NEURON_CC_FLAGS"].split()
     assert "--model-type=transformer" in flags
@@ -255,10 +255,13 @@ def test_inference_replicas_serve_behind_a_job_service_with_health_probes() -> N
     ]
     for i, pod in enumerate(serve_pods):
         c, env = container(pod), env_of(pod)
-        assert c["command"] == ["python", "-m", "llama_runtime", "serve"]
+        assert c["command"] == ["python3", "-m", "llama_runtime", "launch", "serve"]
         assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-            assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+            assert c[probe]["httpGet"] == {
+                "path": "/health",
+                "port": "http",
+            }  # vLLM's, NxD Inference behind it
         assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 1800
         assert all(
             service["spec"]["selector"][k] == v
@@ -276,8 +279,10 @@ def test_inference_replicas_serve_behind_a_job_service_with_health_probes() -> N
         assert env[contract.MAX_BATCH] == "16"
         assert env[contract.SERVED_MODEL_NAME] == "llama"
         assert env[contract.CHECKPOINT_DIR] == "/checkpoints"
-        assert env["NEURON_RT_NUM_CORES"] == "2"
-        assert env["NEURON_RT_VISIBLE_CORES"] == "0-1"
+        assert env[contract.ENGINE] == "nxd-inference"
+        assert env[contract.ACCELERATOR] == "inferentia2"
+        assert "NEURON_RT_NUM_CORES" not in env and "NEURON_RT_VISIBLE_CORES" not in env
+        assert env["NEURON_COMPILED_ARTIFACTS"] == "/checkpoints/neuron-compile-cache/nxd-inference/pretrain"
         assert contract.STEPS not in env and contract.METRICS_PORT not in env
 
 
@@ -297,7 +302,7 @@ def test_cpu_training_requests_cpu_and_memory_and_no_accelerator() -> None:
     p = plan(cpu_request="2", memory_request="4Gi", cpu_limit="4")
     (pod,) = pods(render_worker_objects(p))
     c = container(pod)
-    assert "--nproc_per_node=1" in c["command"]
+    assert c["command"][:5] == ["python3", "-m", "llama_runtime", "launch", "train"]
     assert c["resources"] == {
         "requests": {"cpu": "2", "memory": "4Gi"},
         "limits": {"cpu": "4", "memory": "4Gi"},
@@ -574,7 +579,9 @@ def test_names_are_dns_safe_and_deterministic(job_name: str) -> None:
         assert RFC1123_LABEL.match(pod["spec"]["hostname"]) and RFC1123_LABEL.match(pod["spec"]["subdomain"])
     last = pods(objects)[-1]["metadata"]["name"]
     assert last.endswith("-a123-11")
-    master = container(pods(objects)[0])["command"][4].removeprefix("--master_addr=")
+    (master,) = [
+        a.removeprefix("--master_addr=") for a in container(pods(objects)[0])["command"] if "master_addr" in a
+    ]
     assert master == f"{pods(objects)[0]['spec']['hostname']}.{pods(objects)[0]['spec']['subdomain']}"
 
 

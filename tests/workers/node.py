@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ def cannot_run_containers() -> str | None:
     if not shutil.which("apt-get") and not shutil.which("containerd"):
         return "neither containerd nor apt-get (to install Debian's) is here"
     return None
+
+
+def python(script: str) -> list[str]:
+    """The command that runs `script` (indented as in the test) with the image's python3."""
+    return ["python3", "-c", textwrap.dedent(script)]
 
 
 def worker_pod(

@@ -5,7 +5,6 @@ server reachable from a pod with its service-account token."""
 from __future__ import annotations
 
 import json
-import textwrap
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from tests.workers.node import (
     POOL_LABEL,
     TAINT_KEY,
     checkpoint_volume,
+    python,
     set_extended_resources,
     wait_pod_done,
     worker_pod,
@@ -24,10 +24,6 @@ from tests.workers.node import (
 
 # The first test pays for a cold machine's set-up (Debian packages, CoreDNS, the image): minutes.
 pytestmark = [pytest.mark.workers, pytest.mark.usefixtures("workers_env"), pytest.mark.timeout(1800)]
-
-
-def python(script: str) -> list[str]:
-    return ["python3", "-c", textwrap.dedent(script)]
 
 
 def assert_succeeded(pod: dict[str, Any]) -> None:

@@ -1,4 +1,8 @@
-"""`python -m llama_runtime train|serve [--flags]`, configured by LLAMAOP_* variables (see contract.py)."""
+"""`python -m llama_runtime train|serve [--flags]`, configured by LLAMAOP_* variables (see contract.py).
+
+`python -m llama_runtime launch train|serve` is what worker pods run: it counts the devices the container
+was given and starts the processes (torchrun, the server, or vLLM) on them (launch.py).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Weights and tokenizers come from local directories only: never let transformers reach a hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args[:1] == ["launch"]:
+            from llama_runtime.launch import main as launch
+
+            return launch(args[1:])
         from llama_runtime.config import parse
 
-        cfg = parse(sys.argv[1:] if argv is None else argv)
+        cfg = parse(args)
         if cfg.command == "train":
             from llama_runtime.train import run
         else:

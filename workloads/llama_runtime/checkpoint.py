@@ -28,7 +28,7 @@ from torch import nn
 
 from llama_runtime.backends import Backend
 from llama_runtime.errors import UserError
-from llama_runtime.weights import Piece, SafetensorsReader, local_rows
+from llama_runtime.weights import Piece, SafetensorsReader, local_rows, named_parameters
 
 FORMAT = 1
 _STEP_DIR = re.compile(r"^step-(\d{9})$")
@@ -87,7 +87,7 @@ def save(
         model_t: dict[str, torch.Tensor] = {}
         optim_t: dict[str, torch.Tensor] = {}
         starts: dict[str, int] = {}
-        for name, param in model.named_parameters():
+        for name, param in named_parameters(model):
             local, start = local_rows(param)
             if local.shape[0] == 0:
                 continue
@@ -123,7 +123,7 @@ def save(
             "tokens_seen": state.tokens_seen,
             "world": backend.dist.world if backend.sharded else 1,
             "backend": backend.name,
-            "shapes": {name: list(p.shape) for name, p in model.named_parameters()},
+            "shapes": {name: list(p.shape) for name, p in named_parameters(model)},
             "files": files,
             **extra,
         }
@@ -211,14 +211,17 @@ class Checkpoint:
             return f.get_tensor("__rng__")
 
 
-def load_optimizer(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Recreates AdamW's state for this rank's rows (step count from state.json)."""
+def load_optimizer(
+    ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer, backend: Backend | None = None
+) -> None:
+    """Recreates AdamW's state for this rank's rows (step count from state.json), sharded as the backend
+    shards its parameter."""
     step_count = float(ckpt.doc.get("optimizer_steps", ckpt.doc["step"]))
     groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     readers = {key: ckpt.reader("optim", f"::{key}") for key in _OPT_KEYS}
     try:
         with torch.no_grad():
-            for name, param in model.named_parameters():
+            for name, param in named_parameters(model):
                 group = groups[id(param)]
                 on_device = group.get("fused") or group.get("capturable")
                 state: dict[str, torch.Tensor] = {
@@ -231,6 +234,8 @@ def load_optimizer(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Op
                     local, start = local_rows(target)
                     if local.shape[0]:
                         local.copy_(reader.read(name, start, start + local.shape[0]).to(local.dtype))
+                    if backend is not None:
+                        backend.shard_like(target, param)
                     state[key] = target
                 optimizer.state[param] = state
     finally:

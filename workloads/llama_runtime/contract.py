@@ -28,6 +28,12 @@ DATA_DIR: Final = "LLAMAOP_DATA_DIR"  # dir of .txt / .jsonl files; empty = ship
 PRECISION: Final = "LLAMAOP_PRECISION"  # bf16 | fp32 (default: bf16 on cuda/neuron, fp32 on cpu)
 SEED: Final = "LLAMAOP_SEED"
 
+# Where it runs (read by `llama_runtime launch`, which counts the devices the container was given).
+ACCELERATOR: Final = "LLAMAOP_ACCELERATOR"  # accelerator model (trainium1, h100, ...): the capability row
+DEVICES: Final = "LLAMAOP_DEVICES"  # devices the placement gave the pod (cpu pools: worker slots)
+CORES_PER_DEVICE: Final = "LLAMAOP_CORES_PER_DEVICE"  # NeuronCores per Neuron device (trn2: logical cores)
+CPUS: Final = "LLAMAOP_CPUS"  # the pod's CPU request, whole cores (downward API): threads per process
+
 # Training.
 STEPS: Final = "LLAMAOP_STEPS"
 SEQ_LEN: Final = "LLAMAOP_SEQ_LEN"
@@ -46,6 +52,8 @@ PORT: Final = "LLAMAOP_PORT"
 MAX_BATCH: Final = "LLAMAOP_MAX_BATCH"
 MAX_NEW_TOKENS: Final = "LLAMAOP_MAX_NEW_TOKENS"
 SERVED_MODEL_NAME: Final = "LLAMAOP_SERVED_MODEL_NAME"  # "model" in OpenAI responses (default: job name)
+ENGINE: Final = "LLAMAOP_ENGINE"  # llama-runtime | vllm | nxd-inference (default: the capability table's)
+CONTEXT_LENGTH: Final = "LLAMAOP_CONTEXT_LENGTH"  # longest prompt + completion (vLLM's --max-model-len)
 
 # Observability.
 METRICS_PORT: Final = "LLAMAOP_METRICS_PORT"  # Prometheus /metrics of a training rank 0

@@ -1,74 +1,117 @@
-"""What the runtime really keeps per device, for the planner's fit check to mirror (no torch import).
+"""What a rank really holds, measured, for checking the planner's memory model against the runtime.
 
-Training on cpu/cuda/native neuron with world > 1 uses FSDP2 over every rank: fp32 master weights,
-fp32 gradients and AdamW's two fp32 moments are all sharded (16 bytes per parameter / world); in bf16
-one decoder layer's weights are gathered at a time (plus one prefetched). A world of one and the XLA
-path keep everything replicated. Activations are an estimate (sdpa/flash attention: no seq^2 term).
+`state_bytes` adds up the local shards of weights, gradients and optimizer moments (what FSDP2 or the
+XLA mesh leaves on one shard holder). `PeakTracker` measures one rank's peak bytes by category while it
+runs a step: torch's FSDPMemTracker (torch.distributed._tools, a TorchDispatchMode that sees every
+tensor's storage) works on any device, including CPU where torch.cuda's memory statistics do not exist;
+the tracker keeps each category's own maximum as well as the breakdown at the peak of the total.
+tests/runtime/test_memory.py compares both with `llama_operator.planning.llama`; serving measurements
+reuse `PeakTracker` with a model and no optimizer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-from llama_runtime.model import parameter_count
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-STATE_BYTES_PER_PARAM = 16  # fp32 weight + fp32 grad + AdamW exp_avg + exp_avg_sq
+    from llama_runtime.backends import Backend
+
+# FSDPMemTracker's categories (torch.distributed._tools.fsdp2_mem_tracker._FSDPRefType values) grouped as
+# the planner's terms; MemTracker (no FSDP) uses "Parameter" and "Gradient" instead of the sharded names.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "weights": ("Sharded Param", "Parameter"),
+    "gradients": ("Sharded Grad", "Gradient"),
+    "optimizer": ("OptState", "Optstate"),
+    "gathered": ("Unsharded Param", "Unsharded Grad", "All Gather", "Reduce Scatter"),
+    "activations": ("Activation", "Temp"),
+}
 
 
 @dataclass(frozen=True)
-class TrainMemory:
-    state: int  # weights, gradients, optimizer: sharded across the world where the runtime shards
-    gathered: int  # transient unsharded layers during forward/backward
-    activations: int  # saved for backward, per micro batch
-    logits: int  # the output projection's logits, fp32 copy and gradient
+class StateBytes:
+    weights: int
+    gradients: int
+    optimizer: int
 
     @property
     def total(self) -> int:
-        return self.state + self.gathered + self.activations + self.logits
+        return self.weights + self.gradients + self.optimizer
 
 
-def _layer_params(kw: dict[str, Any]) -> int:
-    h, i = kw["hidden_size"], kw["intermediate_size"]
-    heads = kw["num_attention_heads"]
-    kv, d = kw.get("num_key_value_heads") or heads, kw.get("head_dim") or h // heads
-    return 2 * h * heads * d + 2 * h * kv * d + 3 * h * i + 2 * h
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, backend: Backend) -> StateBytes:
+    """This shard holder's weights, gradients (fp32, the weights' shards) and AdamW moments."""
+    weights = moments = 0
+    for param in model.parameters():
+        weights += backend.local_nbytes(param)
+        for value in optimizer.state.get(param, {}).values():
+            if value.ndim:  # skip the scalar step count
+                moments += backend.local_nbytes(value)
+    return StateBytes(weights, weights, moments)
 
 
-def train_bytes_per_device(
-    kwargs: dict[str, Any],
-    world: int,
-    micro_batch: int,
-    seq_len: int,
-    precision: str = "bf16",
-    activation_checkpointing: bool = False,
-    sharded: bool = True,
-) -> TrainMemory:
-    """Bytes one device holds while training `kwargs` (LlamaConfig dimensions, e.g. a PRESETS entry)."""
-    shards = world if sharded and world > 1 else 1
-    params = parameter_count(kwargs)
-    state = -(-params * STATE_BYTES_PER_PARAM // shards)
-    act_bytes = 2 if precision == "bf16" else 4
-    gathered = 2 * _layer_params(kwargs) * act_bytes if shards > 1 else 0
-    h, layers = kwargs["hidden_size"], kwargs["num_hidden_layers"]
-    tokens = micro_batch * seq_len
-    # ~34 hidden-sized values per token per layer are kept for backward (attention, MLP, norms);
-    # with checkpointing only each layer's input is, plus one layer being recomputed.
-    per_layer = 34 * tokens * h * act_bytes // 2
-    activations = (
-        layers * tokens * h * act_bytes + per_layer if activation_checkpointing else layers * per_layer
-    )
-    logits = tokens * kwargs["vocab_size"] * (act_bytes + 4 + 4)
-    return TrainMemory(state, gathered, activations, logits)
+@dataclass
+class Peak:
+    """One rank's peak bytes: `total` at its highest, `at_peak` the categories then, `each` every
+    category's own maximum over the run, `groups` each of GROUPS' highest sum at one moment."""
+
+    total: int = 0
+    at_peak: dict[str, int] = field(default_factory=dict)
+    each: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
+
+    def group(self, name: str) -> int:
+        return self.groups.get(name, 0)
+
+    def record(self, categories: dict[str, int]) -> None:
+        total = categories.get("Total", 0)
+        named = {k: v for k, v in categories.items() if k != "Total"}
+        if total > self.total:
+            self.total, self.at_peak = total, named
+        for name, value in named.items():
+            self.each[name] = max(self.each.get(name, 0), value)
+        for group, members in GROUPS.items():
+            held = sum(named.get(m, 0) for m in members)
+            self.groups[group] = max(self.groups.get(group, 0), held)
 
 
-def serve_bytes(kwargs: dict[str, Any], max_batch: int, max_tokens: int, precision: str = "bf16") -> int:
-    """Weights plus a full KV cache for max_batch sequences of max_tokens (prompt + generated)."""
-    width = 2 if precision == "bf16" else 4
-    heads = kwargs["num_attention_heads"]
-    kv, d = (
-        kwargs.get("num_key_value_heads") or heads,
-        kwargs.get("head_dim") or kwargs["hidden_size"] // heads,
-    )
-    cache = 2 * kwargs["num_hidden_layers"] * kv * d * max_batch * max_tokens * width
-    return parameter_count(kwargs) * width + cache
+class PeakTracker:
+    """`with PeakTracker(model, optimizer) as t: step()`, then `t.peak`: what the step held at most."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+        from torch.distributed._tools.mem_tracker import MemTracker
+        from torch.distributed.fsdp import FSDPModule
+
+        self.peak = Peak()
+        peak = self.peak
+
+        def record(snapshot: dict[Any, dict[Any, int]]) -> None:
+            for categories in snapshot.values():  # one device per rank here
+                peak.record({str(getattr(k, "value", k)): v for k, v in categories.items()})
+
+        base: type[Any] = FSDPMemTracker if isinstance(model, FSDPModule) else MemTracker
+
+        class Tracker(base):  # type: ignore[misc, valid-type]
+            def _update_peak_stats(self, peak_state: Any) -> None:
+                super()._update_peak_stats(peak_state)
+                record(self._curr_mem_snap)
+
+        if base is FSDPMemTracker:
+            self._tracker = Tracker(model, optimizer)
+        else:
+            self._tracker = Tracker()
+            self._tracker.track_external(*(m for m in (model, optimizer) if m is not None))
+
+    def __enter__(self) -> PeakTracker:
+        self._tracker.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._tracker.__exit__(kind, exc, tb)

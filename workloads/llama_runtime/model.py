@@ -183,11 +183,14 @@ def llama_config(spec: str, model_dir: Path | None, attention: str = "sdpa") -> 
     return config
 
 
-def build_model(config: LlamaConfig, device: torch.device | str = "meta") -> LlamaForCausalLM:
-    """An uninitialised model; weights.materialize fills it (seeded init, HF weights or a checkpoint)."""
+def build_model(
+    config: LlamaConfig, device: torch.device | str = "meta", cls: type[LlamaForCausalLM] | None = None
+) -> LlamaForCausalLM:
+    """An uninitialised model (of `cls`, a LlamaForCausalLM subclass such as loss.LlamaForTraining);
+    weights.materialize fills it (seeded init, HF weights or a checkpoint)."""
     import torch
     from transformers import LlamaForCausalLM
 
     with torch.device(device):
-        model = LlamaForCausalLM(config)
+        model = (cls or LlamaForCausalLM)(config)
     return model

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llama_runtime import checkpoint
@@ -21,16 +20,18 @@ from llama_runtime.config import RunConfig
 from llama_runtime.dataset import TokenWindows, corpus_files, tokenize_corpus
 from llama_runtime.errors import UserError
 from llama_runtime.log import Logger, make_logger
+from llama_runtime.loss import LlamaForTraining
+from llama_runtime.memory import state_bytes
 from llama_runtime.metrics import TrainMetrics
 from llama_runtime.model import build_model, llama_config
 from llama_runtime.progress import PodAnnotator, Progress, ProgressReporter, eta
 from llama_runtime.tokenizer import load_tokenizer
-from llama_runtime.weights import SeededInit, hf_reader, local_rows, materialize
+from llama_runtime.weights import SeededInit, hf_reader, materialize
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    micro: int  # sequences per rank per forward
+    micro: int  # sequences per rank (per XLA mesh device) per forward
     accumulation: int  # forwards per optimizer step
 
     @classmethod
@@ -61,25 +62,13 @@ def make_optimizer(model: nn.Module, lr: float, backend: Backend) -> torch.optim
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=fused or None)
 
 
-def local_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of this rank's weights, gradients (same size as the weights) and optimizer moments."""
-    total = 0
-    for param in model.parameters():
-        local = local_rows(param)[0]
-        total += 2 * local.numel() * local.element_size()
-        for value in optimizer.state.get(param, {}).values():
-            if value.ndim:  # skip the scalar step count
-                total += local_rows(value)[0].numel() * value.element_size()
-    return total
-
-
 class Trainer:
     """Builds model, data and optimizer (fresh or from the latest checkpoint) and runs the steps."""
 
     def __init__(self, cfg: RunConfig, backend: Backend, log: Logger) -> None:
         self.cfg, self.backend, self.log = cfg, backend, log
         world = backend.dist.world
-        self.plan = BatchPlan.of(cfg.batch_size, cfg.micro_batch, world)
+        self.plan = BatchPlan.of(cfg.batch_size, cfg.micro_batch, backend.data_parallel)
         self.precision = cfg.precision or backend.default_precision
         config = llama_config(cfg.model, cfg.model_dir, backend.attention)
         if cfg.seq_len > config.max_position_embeddings:
@@ -97,9 +86,12 @@ class Trainer:
 
         found = checkpoint.latest(cfg.checkpoint_dir)
         self.ckpt = checkpoint.Checkpoint(found) if found else None
-        model = build_model(config, "meta")
+        model = build_model(config, "meta", LlamaForTraining)
+        model.recompute = backend.recompute
         if cfg.activation_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # The backend's recompute: torch.utils.checkpoint fails on XLA tensors (it looks up a
+            # `torch.xla` device module), torch_xla's own variant does not.
+            model._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=backend.recompute)
         model = backend.shard(model, self.precision)
         if self.ckpt is not None:
             with self.ckpt.reader("model") as source:
@@ -114,7 +106,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg.learning_rate, backend)
         self.state = checkpoint.TrainState(0, 0, 0)
         if self.ckpt is not None:
-            checkpoint.load_optimizer(self.ckpt, self.model, self.optimizer)
+            checkpoint.load_optimizer(self.ckpt, self.model, self.optimizer, backend)
             self.state = self.ckpt.state
             rng = self.ckpt.rng_state(backend.dist.rank, world)
             if rng is not None:
@@ -128,9 +120,10 @@ class Trainer:
         self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(100, max(1, cfg.steps // 10))
 
     def _micro_batch(self, position: int, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        d, micro = self.backend.dist, self.plan.micro
-        first = position + (j * d.world + d.rank) * micro
-        batch = torch.from_numpy(self.windows.batch(first, micro)).to(self.backend.device)
+        d, micro, local = self.backend.dist, self.plan.micro, self.backend.local_members
+        first = position + (j * d.world + d.rank) * micro * local
+        batch = torch.from_numpy(self.windows.batch(first, micro * local)).to(self.backend.device)
+        batch = self.backend.shard_batch(batch)
         return batch[:, :-1], batch[:, 1:]
 
     def step(self, step: int, position: int) -> torch.Tensor:
@@ -142,8 +135,7 @@ class Trainer:
         for j in range(self.plan.accumulation):
             inputs, labels = self._micro_batch(position, j)
             with self.backend.autocast(self.precision):
-                logits = self.model(input_ids=inputs).logits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten())
+                loss = self.model(input_ids=inputs, labels=labels)  # chunked: never the full logits
             (loss / self.plan.accumulation).backward()
             total += loss.detach()
         self.backend.optimizer_step(self.optimizer, self.params, self.cfg.max_grad_norm)
@@ -194,7 +186,9 @@ class Trainer:
             )
             losses.append(loss)
             if len(losses) == 1 and rank == 0:  # optimizer state exists now: what this rank really holds
-                self.log.info("memory", state_bytes=local_state_bytes(self.model, self.optimizer))
+                held = state_bytes(self.model, self.optimizer, self.backend)
+                first = next(iter(self.model.parameters()))
+                self.log.info("memory", state_bytes=held.total, layout=self.backend.layout(first))
             # This process's first step includes compilation and allocator warmup: keep it out of the rate.
             if len(losses) > 1:
                 durations.append(elapsed)

@@ -23,7 +23,10 @@ from llama_runtime.errors import UserError
 
 
 class RowSource(Protocol):
-    def read(self, name: str, start: int, stop: int) -> torch.Tensor: ...
+    def read(self, name: str, start: int, stop: int, columns: tuple[int, int] | None = None) -> torch.Tensor:
+        """Rows [start, stop) of the full tensor `name`; with `columns`, only those columns of them
+        (a tensor-parallel rank of a row-wise layer holds a range of columns)."""
+        ...
 
 
 def local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -104,14 +107,16 @@ class SafetensorsReader:
                 raise UserError(f"cannot read {path}: {e}") from None
         return self._files[path]
 
-    def read(self, name: str, start: int, stop: int) -> torch.Tensor:
+    def read(self, name: str, start: int, stop: int, columns: tuple[int, int] | None = None) -> torch.Tensor:
         if name not in self.pieces:
             raise UserError(f"{name} is missing from the weights being loaded")
         parts = []
         for piece in sorted(self.pieces[name], key=lambda p: p.start):
             a, b = max(start, piece.start), min(stop, piece.start + piece.rows)
             if a < b:
-                parts.append(self._file(piece.path).get_slice(piece.key)[a - piece.start : b - piece.start])
+                view = self._file(piece.path).get_slice(piece.key)
+                rows = slice(a - piece.start, b - piece.start)
+                parts.append(view[rows] if columns is None else view[rows, columns[0] : columns[1]])
         got = sum(p.shape[0] for p in parts)
         if got != stop - start:
             raise UserError(f"{name}: the stored pieces cover {got} of rows {start}..{stop}")
@@ -173,8 +178,18 @@ def reset_buffers(model: nn.Module, device: torch.device) -> None:
             setattr(parent, module_name.rpartition(".")[2], fresh)
 
 
+# torch-xla's SPMD FSDPv2 wrappers hold the module they wrap as `_orig_module`.
+_WRAPPER = "_orig_module."
+
+
+def named_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """The model's parameters under LlamaForCausalLM's own names, whatever wraps its modules."""
+    for name, param in model.named_parameters():
+        yield name.replace(_WRAPPER, ""), param
+
+
 def named_local_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor, int, tuple[int, ...]]]:
     """(name, local rows, first row, full shape) for every parameter, tied ones once."""
-    for name, param in model.named_parameters():
+    for name, param in named_parameters(model):
         local, start = local_rows(param)
         yield name, local, start, tuple(param.shape)

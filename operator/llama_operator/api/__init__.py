@@ -19,7 +19,13 @@ from llama_operator.api.job import (
     ResourcesSpec,
     TrainingSpec,
 )
-from llama_operator.api.pool import AcceleratorPool, AcceleratorPoolSpec, AcceleratorPoolStatus, Toleration
+from llama_operator.api.pool import (
+    AcceleratorPool,
+    AcceleratorPoolSpec,
+    AcceleratorPoolStatus,
+    LearnedSpeed,
+    Toleration,
+)
 from llama_operator.api.presets import PRESETS, ModelDimensions, PresetName
 from llama_operator.api.types import (
     ACCELERATORPOOL_KIND,
@@ -65,6 +71,7 @@ __all__ = [
     "Family",
     "FamilyChoice",
     "InferenceSpec",
+    "LearnedSpeed",
     "LlamaJob",
     "LlamaJobSpec",
     "LlamaJobStatus",

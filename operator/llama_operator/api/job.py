@@ -106,6 +106,9 @@ class InferenceSpec(ApiModel):
     """Default completion length."""
     target_tokens_per_second: Annotated[float, Field(gt=0, le=1e9)] | None = None
     """Generated tokens per second the job needs across replicas; pools that cannot reach it lose."""
+    min_tokens_per_second_per_sequence: Annotated[float, Field(ge=0, le=1e6)] = 10.0
+    """Slowest acceptable decode rate of one sequence at maxBatch (10: a token every 100 ms, faster than
+    people read); pools below it lose, whatever they cost. 0 turns the floor off."""
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     """HTTP port of the OpenAI-compatible server."""
 
@@ -233,6 +236,8 @@ class Candidate(StatusModel):
     fits: bool = False
     """The model fits the devices' memory."""
     tokens_per_second: float | None = None
+    tokens_per_second_per_sequence: float | None = None
+    """Inference: decode rate of one sequence."""
     hours: float | None = None
     price_per_hour: float | None = None
     cost: float | None = None
@@ -280,6 +285,10 @@ class LlamaJobStatus(StatusModel):
     devices_per_node: int | None = None
     devices: int | None = None
     """Devices in use in total."""
+    engine: str | None = None
+    """What serves an inference job on its pool: llama-runtime, vllm or nxd-inference."""
+    activation_checkpointing: bool | None = None
+    """Training: whether the placement recomputes activations (what the measured speed is compared with)."""
     node_names: list[str] = Field(default_factory=list)
     price_per_hour: float | None = None
     estimated_cost: float | None = None

@@ -11,7 +11,7 @@ from llama_operator.api import rules
 from llama_operator.api.base import ApiModel, StatusModel
 from llama_operator.api.fields import SET, Ident, unique
 from llama_operator.api.job import Condition, ObjectMeta
-from llama_operator.api.types import ACCELERATORPOOL_KIND, API_VERSION, CapacityType, Family
+from llama_operator.api.types import ACCELERATORPOOL_KIND, API_VERSION, CapacityType, Family, Mode, Precision
 
 LabelValue = Annotated[str, Field(max_length=63)]
 LabelKey = Annotated[str, Field(min_length=1, max_length=317)]
@@ -69,6 +69,19 @@ class AcceleratorPoolSpec(ApiModel):
     """Most nodes the pool can have (autoscaler limit); unset = the nodes it has now."""
 
 
+class LearnedSpeed(StatusModel):
+    """What finished jobs taught about this pool's speed at one mode and precision."""
+
+    mode: Mode
+    precision: Precision
+    factor: Annotated[float, Field(gt=0)]
+    """Measured over calibrated tokens/s, as a geometric mean over the runs that counts the calibration as
+    one more run; multiplies the calibrated efficiency for every model and node count on this pool."""
+    runs: Annotated[int, Field(ge=0)]
+    """Finished jobs behind the factor."""
+    last_run: datetime | None = None
+
+
 class AcceleratorPoolStatus(StatusModel):
     """Observed state of an AcceleratorPool, written by the operator."""
 
@@ -81,8 +94,9 @@ class AcceleratorPoolStatus(StatusModel):
     accelerator: str | None = None
     price_per_node_hour: float | None = None
     """Effective price (spec or catalog)."""
-    observed_throughput: dict[str, float] = Field(default_factory=dict)
-    """Training tokens per second per device by model preset, learned from finished jobs."""
+    learned_speeds: list[LearnedSpeed] = Field(default_factory=list, max_length=16)
+    """Speed corrections learned from finished jobs, one per mode and precision. (The preset-keyed
+    observedThroughput of earlier operators is ignored when read.)"""
     cooldown_until: datetime | None = None
     """The planner avoids the pool until then (after a failover off it)."""
     conditions: list[Condition] = Field(default_factory=list)

@@ -1,4 +1,5 @@
-"""Accelerators, instance types and default prices: the built-in `catalog.yaml`, overridable by a file."""
+"""Accelerators, instance types, default prices, published measurements and the speed calibration fitted to
+them: the built-in `catalog.yaml`, `measurements.yaml` and `calibration.yaml`, overridable by a file."""
 
 from __future__ import annotations
 
@@ -9,9 +10,41 @@ from typing import Any
 
 import yaml
 
-from llama_operator.catalog.model import Accelerator, Catalog, Defaults, InstanceType, Profile
+from llama_operator.catalog.model import (
+    Accelerator,
+    AcceleratorSpeeds,
+    Calibration,
+    Catalog,
+    Defaults,
+    InferenceSpeed,
+    InstanceType,
+    Measurement,
+    Measurements,
+    ModelNumbers,
+    SpeedPrecision,
+    TrainingSpeed,
+)
 
-__all__ = ["Accelerator", "Catalog", "Defaults", "InstanceType", "Profile", "builtin", "load", "merge"]
+__all__ = [
+    "CALIBRATION_FILE",
+    "Accelerator",
+    "AcceleratorSpeeds",
+    "Calibration",
+    "Catalog",
+    "Defaults",
+    "InferenceSpeed",
+    "InstanceType",
+    "Measurement",
+    "Measurements",
+    "ModelNumbers",
+    "SpeedPrecision",
+    "TrainingSpeed",
+    "builtin",
+    "load",
+    "merge",
+]
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.yaml")
 
 
 def merge(base: Any, override: Any) -> Any:
@@ -21,10 +54,20 @@ def merge(base: Any, override: Any) -> Any:
     return override
 
 
+def _read(name: str) -> Any:
+    files = resources.files(__package__)
+    path = files.joinpath(name)
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
 @cache
 def _builtin_raw() -> dict[str, Any]:
-    text = resources.files(__package__).joinpath("catalog.yaml").read_text()
-    return yaml.safe_load(text)
+    raw: dict[str, Any] = _read("catalog.yaml")
+    raw["measurements"] = _read("measurements.yaml")
+    calibration = _read("calibration.yaml")
+    if calibration is not None:
+        raw["calibration"] = calibration
+    return raw
 
 
 @cache
@@ -39,4 +82,7 @@ def load(path: Path | str | None = None) -> Catalog:
     override = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(override, dict):
         raise ValueError(f"{path}: a catalog override is a mapping with defaults/accelerators/instanceTypes")
-    return Catalog.model_validate(merge(_builtin_raw(), override))
+    raw = merge(_builtin_raw(), override)
+    if "calibration" not in override and {"accelerators", "measurements"} & set(override):
+        raw.pop("calibration", None)  # the shipped fit no longer matches: the planner refits
+    return Catalog.model_validate(raw)

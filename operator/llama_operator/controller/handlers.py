@@ -1,7 +1,9 @@
 """kopf wiring: indexes that keep the snapshot current, and the start of the reconcile loop.
 
 No per-object handler writes anything: kopf keeps no state on our objects (no finalizers, no
-annotations); every decision is made by the loop in loop.py from these indexes.
+annotations); every decision is made by the loop in state.py from these indexes. Pods are not watched
+through kopf: kopf scopes them to the operator's namespaces, and capacity needs every pod of the cluster
+(controller/podwatch.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import kopf
 from llama_operator.api import AcceleratorPool
 from llama_operator.api.types import ACCELERATORPOOL_PLURAL, GROUP, LLAMAJOB_PLURAL
 from llama_operator.controller import state
-from llama_operator.lifecycle.views import MANAGED_BY, MANAGER, job_view, node_view, pod_view
+from llama_operator.lifecycle.views import job_view, node_view
 
 LLAMAJOBS = (GROUP, LLAMAJOB_PLURAL)
 POOLS = (GROUP, ACCELERATORPOOL_PLURAL)
@@ -44,6 +46,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf keeps one worker task per object; limiting them throttles a burst of thousands of objects to
     # limit/idle_timeout per second, so leave them unlimited and let idle ones end quickly.
     settings.batching.idle_timeout = 1.0
+    if state.LOOP.namespaces and not any(c in "".join(state.LOOP.namespaces) for c in "*?!,"):
+        # Exact namespace names: nothing to discover, so kopf needs no namespace (or CRD) list/watch.
+        settings.scanning.disabled = True
     await state.LOOP.start()
 
 
@@ -59,29 +64,6 @@ async def llamaop_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
     if state.LOOP.node_changed(view):
         state.LOOP.wake()
     return {name: view}
-
-
-@kopf.index("pods", labels={MANAGED_BY: MANAGER})
-async def llamaop_workers(body: kopf.Body, **_: Any) -> dict[str, Any]:
-    view = pod_view(body)
-    state.LOOP.wake()
-    return {view.key: view} if view.key else {}
-
-
-def _foreign_bound(
-    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, **_: Any
-) -> bool:
-    return (
-        labels.get(MANAGED_BY) != MANAGER
-        and bool(spec.get("nodeName"))
-        and status.get("phase") not in ("Succeeded", "Failed")
-    )
-
-
-@kopf.index("pods", when=_foreign_bound)
-async def llamaop_foreign_usage(body: kopf.Body, **_: Any) -> dict[str, Any]:
-    view = pod_view(body)
-    return {view.node_name: view} if view.requests else {}
 
 
 @kopf.index(*LLAMAJOBS)
@@ -106,13 +88,9 @@ async def llamaop_pools(name: str, body: kopf.Body, logger: kopf.Logger, **_: An
 @kopf.on.event(*POOLS)
 async def indexed(
     llamaop_nodes: kopf.Index[str, Any],
-    llamaop_workers: kopf.Index[str, Any],
-    llamaop_foreign_usage: kopf.Index[str, Any],
     llamaop_jobs: kopf.Index[str, Any],
     llamaop_pools: kopf.Index[str, Any],
     **_: Any,
 ) -> None:
     """kopf calls handlers only once every index is filled: from then on the loop may trust them."""
-    state.LOOP.attach(
-        state.Indexes(llamaop_nodes, llamaop_workers, llamaop_foreign_usage, llamaop_jobs, llamaop_pools)
-    )
+    state.LOOP.attach(state.Indexes(llamaop_nodes, llamaop_jobs, llamaop_pools))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from kubernetes import client, config
@@ -79,20 +79,53 @@ class Kube:
     async def _call(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> None:
-        if self._session is None or self._session.closed:  # made on first use, inside kopf's loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl),
-                timeout=aiohttp.ClientTimeout(total=30),
-            )
+        session = self._ensure_session()
         API_REQUESTS.labels(method).inc()
         data = None if body is None else json.dumps(body, separators=(",", ":"))
-        async with self._session.request(
+        async with session.request(
             method, self.base + path, data=data, headers=self._headers(content_type)
         ) as resp:
             if resp.status >= 300:
                 raise ApiError(resp.status, method, path, await resp.text())
             # Read, not parsed: callers need only success, and a drained connection is reused.
             await resp.read()
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:  # made on first use, inside kopf's loop
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self._session
+
+    async def get_json(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """GET a collection (one page of a list) and parse it."""
+        API_REQUESTS.labels("LIST").inc()
+        url = f"{self.base}{path}?{urlencode(params)}"
+        async with self._ensure_session().get(url, headers=self._headers("application/json")) as resp:
+            text = await resp.text()
+            if resp.status >= 300:
+                raise ApiError(resp.status, "GET", path, text)
+            result: dict[str, Any] = json.loads(text)
+            return result
+
+    async def watch(self, path: str, params: Mapping[str, str], read_timeout: float) -> AsyncIterator[bytes]:
+        """A watch stream: one raw JSON event per item, as the API server sends them (one per line).
+        Lines are split here, not by aiohttp's readline, which refuses lines over 128 KiB."""
+        API_REQUESTS.labels("WATCH").inc()
+        url = f"{self.base}{path}?{urlencode({**params, 'watch': '1'})}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
+        session = self._ensure_session()
+        async with session.get(url, headers=self._headers("application/json"), timeout=timeout) as resp:
+            if resp.status >= 300:
+                raise ApiError(resp.status, "GET", path, await resp.text())
+            buffer = b""
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield line
 
     async def close(self) -> None:
         if self._session is not None:

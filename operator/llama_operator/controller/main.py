@@ -22,7 +22,13 @@ assert handlers  # imported for its kopf registrations
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `llamaop run` (the CLI calls this to build its subcommand)."""
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces")
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="manage only the LlamaJobs of these namespaces (pods of every namespace still count as used)",
+    )
     scope.add_argument(
         "--all-namespaces", "-A", action="store_true", help="watch the whole cluster (default)"
     )
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     state.LOOP.configure(kube, options, planner)
     metrics.serve(getattr(args, "metrics_port", 8080))
     namespaces = list(getattr(args, "namespace", []) or [])
+    state.LOOP.namespaces = namespaces
     peering = getattr(args, "peering", None)
     health = getattr(args, "health_port", 8081)
     kwargs: dict[str, Any] = {

@@ -19,6 +19,15 @@ DECISIONS = Counter("llamaop_decisions_total", "Planner decisions by pool and re
 ACCRUED_COST = Gauge("llamaop_accrued_cost_dollars", "Accrued cost of LlamaJobs", ["namespace", "pool"])
 FAILOVERS = Counter("llamaop_failovers_total", "Jobs moved off a pool", ["pool", "reason"])
 API_REQUESTS = Counter("llamaop_api_requests_total", "Kubernetes API calls the operator made", ["verb"])
+UNSCHEDULABLE = Counter(
+    "llamaop_unschedulable_pods_total",
+    "Worker pods the scheduler refused for a resource the operator had booked (each one is a bug report)",
+    ["pool", "resource"],
+)
+POD_WATCH_EVENTS = Counter("llamaop_pod_watch_events_total", "Cluster-wide pod watch events", ["type"])
+POD_WATCH_BYTES = Counter("llamaop_pod_watch_bytes_total", "Bytes of cluster-wide pod watch events")
+POD_WATCH_RELISTS = Counter("llamaop_pod_watch_relists_total", "Full lists of the cluster's pods")
+PODS_COUNTED = Gauge("llamaop_pods_counted", "Pods whose requests count against some node")
 API_ERRORS = Counter("llamaop_api_errors_total", "Kubernetes API calls that failed", ["verb", "kind"])
 
 

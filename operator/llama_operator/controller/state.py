@@ -24,10 +24,11 @@ from typing import Any
 
 import structlog
 
-from llama_operator.api import LlamaJobStatus
+from llama_operator.api import LearnedSpeed, LlamaJobStatus
 from llama_operator.api.types import API_VERSION, LLAMAJOB_KIND
 from llama_operator.controller import metrics
 from llama_operator.controller.kube import Kube
+from llama_operator.controller.podwatch import PodWatch
 from llama_operator.lifecycle.actions import (
     CoolDownPool,
     CreateWorkers,
@@ -36,6 +37,7 @@ from llama_operator.lifecycle.actions import (
     PatchStatus,
     RecordEvent,
     RecordThroughput,
+    ReportUnschedulable,
 )
 from llama_operator.lifecycle.changes import ChangeTracker
 from llama_operator.lifecycle.snapshot import (
@@ -49,6 +51,8 @@ from llama_operator.lifecycle.snapshot import (
 )
 from llama_operator.lifecycle.status import ACTIVE_PHASES, dump
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
+from llama_operator.planning import learning
+from llama_operator.planning.engine import calibration_of
 
 log = structlog.get_logger("llamaop")
 
@@ -74,9 +78,9 @@ class Written:
 
 @dataclass(frozen=True)
 class Indexes:
+    """kopf's indexes (nodes, jobs, pools); pods come from the loop's cluster-wide PodWatch."""
+
     nodes: Any
-    workers: Any
-    foreign: Any
     jobs: Any
     pools: Any
 
@@ -162,7 +166,12 @@ class Loop:
         self.pools_at = 0.0
         self.pool_every = 10.0
         self._pools: Mapping[str, Any] = {}
+        self.learned_written: dict[str, list[LearnedSpeed]] = {}
         self.passes = 0
+        self.namespaces: list[str] = []
+        """The namespaces whose LlamaJobs this operator manages (empty: all). Pods count from all."""
+        self.podwatch = PodWatch(self.wake)
+        self._podwatch_task: asyncio.Task[None] | None = None
 
     def configure(self, kube: Kube, options: Options, planner: Planner) -> None:
         self.kube, self.options, self.planner = kube, options, planner
@@ -170,6 +179,8 @@ class Loop:
     async def start(self) -> None:
         self.prepare()
         self._task = asyncio.create_task(self._run(), name="llamaop-reconcile")
+        assert self.kube is not None, "configure() the loop before starting it"
+        self._podwatch_task = asyncio.create_task(self.podwatch.run(self.kube), name="llamaop-pods")
 
     def prepare(self) -> None:
         """What passes need, without the loop that runs them (a benchmark or a test calls pass_once)."""
@@ -183,10 +194,11 @@ class Loop:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._podwatch_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.kube is not None:
             await self.kube.close()
 
@@ -201,6 +213,11 @@ class Loop:
             return True
         return view not in self.indexes.nodes.get(view.name, ())
 
+    @property
+    def ready(self) -> bool:
+        """kopf's indexes are filled and every pod of the cluster has been listed."""
+        return self.indexes is not None and self.podwatch.synced
+
     def attach(self, indexes: Indexes) -> None:
         if self.indexes is None:
             self.indexes = indexes
@@ -213,7 +230,7 @@ class Loop:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             self._wake.clear()
-            if self.indexes is None:
+            if not self.ready:
                 continue
             # Let a burst of watch events land in one pass, and keep passes to half the loop's time.
             await asyncio.sleep(max(self.debounce, self._pass_seconds))
@@ -235,12 +252,12 @@ class Loop:
         for key in list(self.written):
             if key not in jobs:
                 del self.written[key]
-        pods: dict[str, list[PodView]] = _values(self.indexes.workers)
+        pods: dict[str, list[PodView]]
+        pods, usage = self.podwatch.snapshot()
         nodes = {k: v[0] for k, v in _values(self.indexes.nodes).items()}
         pools = {k: v[0] for k, v in _values(self.indexes.pools).items()}
-        foreign = _values(self.indexes.foreign)
         return Snapshot(
-            now=now, jobs=jobs, pods=pods, nodes=nodes, foreign=foreign, pools=pools,
+            now=now, jobs=jobs, pods=pods, nodes=nodes, pools=pools, usage=usage,
             created_at=self.created_at, seen_at=self.seen_at, explained_at=self.explained_at,
             cost_at=self.cost_at,
             busy=frozenset(self.inflight),
@@ -359,6 +376,12 @@ class Loop:
                 self._event(action, now)
             elif isinstance(action, RecordThroughput):
                 await self._learn(action)
+            elif isinstance(action, ReportUnschedulable):
+                for resource in action.resources:
+                    metrics.UNSCHEDULABLE.labels(action.pool, resource).inc()
+                # A bug report: the inventory booked what the scheduler says is not there.
+                jlog.warning("capacity mismatch", pool=action.pool, node=action.node,
+                             resources=list(action.resources), scheduler=action.message)  # fmt: skip
             elif isinstance(action, CoolDownPool):
                 metrics.FAILOVERS.labels(action.pool, action.reason).inc()
                 await self.kube.patch_pool_status(action.pool, {"cooldownUntil": _iso(action.until)})
@@ -380,17 +403,25 @@ class Loop:
         return created
 
     async def _learn(self, action: RecordThroughput) -> None:
-        """Fold a measured tokens/s per device into the pool's observedThroughput (moving average)."""
+        """Fold a finished job's measured speed into its pool's learnedSpeeds (planning/learning.py)."""
         assert self.kube is not None
         pool = self._pools.get(action.pool)
-        known = pool.status.observed_throughput if pool is not None and pool.status else {}
-        old = known.get(action.preset)
-        new = (
-            action.tokens_per_second_per_device
-            if old is None
-            else 0.7 * old + 0.3 * action.tokens_per_second_per_device
+        if pool is None:
+            return
+        known = pool.status.learned_speeds if pool.status else []
+        mine = self.learned_written.get(action.pool, [])
+        if sum(e.runs for e in mine) > sum(e.runs for e in known):
+            known = mine  # this process wrote a newer list than the watch has shown yet
+        catalog = self.options.catalog
+        learned = learning.record(
+            known, action.sample, pool.spec, catalog, calibration_of(catalog), datetime.now(UTC)
         )
-        await self.kube.patch_pool_status(action.pool, {"observedThroughput": {action.preset: round(new, 3)}})
+        if learned is None:
+            return
+        self.learned_written[action.pool] = learned
+        await self.kube.patch_pool_status(
+            action.pool, {"learnedSpeeds": [e.model_dump(by_alias=True, mode="json") for e in learned]}
+        )
 
     def _after_status(self, key: str, status: Mapping[str, Any], now: datetime) -> None:
         phase = status.get("phase")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from llama_operator.planning.learning import Sample
+
 Manifest = Mapping[str, Any]
 
 
@@ -61,14 +63,34 @@ class CoolDownPool:
 
 @dataclass(frozen=True)
 class RecordThroughput:
-    """A finished training job's measured speed, learned into its pool's status for later estimates."""
+    """A finished job's measured speed, to be learned into its pool's status (planning/learning.py)."""
 
     pool: str
-    preset: str
-    tokens_per_second_per_device: float
+    sample: Sample
 
 
-Action = PatchStatus | CreateWorkers | DeleteWorkers | RecordEvent | CoolDownPool | RecordThroughput
+@dataclass(frozen=True)
+class ReportUnschedulable:
+    """A worker pod the scheduler refused for a resource the operator had booked: a bug report (the
+    inventory missed something), counted per pool and resource and logged with the scheduler's message."""
+
+    namespace: str
+    name: str
+    pool: str
+    node: str
+    resources: tuple[str, ...]
+    message: str
+
+
+Action = (
+    PatchStatus
+    | CreateWorkers
+    | DeleteWorkers
+    | RecordEvent
+    | CoolDownPool
+    | RecordThroughput
+    | ReportUnschedulable
+)
 
 
 @dataclass

@@ -131,7 +131,7 @@ class _Seen:
     jobs: Mapping[str, JobView]
     pods: Mapping[str, tuple[PodView, ...]]
     nodes: Mapping[str, NodeView]
-    foreign: Mapping[str, tuple[PodView, ...]]
+    usage: Mapping[str, Mapping[str, int]]
     pools: Mapping[str, AcceleratorPool]
     busy: frozenset[str]
 
@@ -156,12 +156,12 @@ class ChangeTracker:
 
     def scope(self, snap: Snapshot) -> Scope:
         """The jobs the pass over `snap` must reconcile (all of them when a full pass is due)."""
-        now, jobs, pods, nodes, foreign, pools = (
+        now, jobs, pods, nodes, usage, pools = (
             snap.now,
             snap.jobs,
             snap.pods,
             snap.nodes,
-            snap.foreign,
+            snap.usage,
             snap.pools,
         )
         seen = self._seen
@@ -177,9 +177,9 @@ class ChangeTracker:
                 changed.add(name)
                 freed.add(name)
         changed.update(seen.nodes.keys() - nodes.keys())
-        for name in foreign.keys() | seen.foreign.keys():
-            new, old = foreign.get(name, ()), seen.foreign.get(name, ())
-            if not _same(old, new) and _usage(old) - _usage(new):
+        for name in usage.keys() | seen.usage.keys():  # what every pod on the node requests
+            new_use, old_use = usage.get(name, {}), seen.usage.get(name, {})
+            if new_use is not old_use and any(new_use.get(k, 0) < v for k, v in old_use.items()):
                 freed.add(name)
         for key in pods.keys() | seen.pods.keys():
             new, old = pods.get(key, ()), seen.pods.get(key, ())
@@ -252,7 +252,7 @@ class ChangeTracker:
             jobs=dict(jobs),
             pods={k: tuple(v) for k, v in snap.pods.items()},
             nodes=dict(snap.nodes),
-            foreign={k: tuple(v) for k, v in snap.foreign.items()},
+            usage=dict(snap.usage),
             pools=dict(snap.pools),
             busy=snap.busy,
         )

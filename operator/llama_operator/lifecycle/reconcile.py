@@ -20,6 +20,7 @@ from llama_operator.lifecycle.actions import (
     PatchStatus,
     RecordEvent,
     RecordThroughput,
+    ReportUnschedulable,
 )
 from llama_operator.lifecycle.status import (
     TERMINAL_PHASES,
@@ -32,6 +33,9 @@ from llama_operator.lifecycle.status import (
     transition,
 )
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
+from llama_operator.planning.learning import Sample
+from llama_operator.planning.llama import shape_of
+from llama_operator.planning.speed import Arch
 from llama_operator.workers import attempt_selector, job_selector, other_attempts_selector, selector_string
 
 
@@ -42,6 +46,9 @@ class Settings:
     pool_cooldown: timedelta = timedelta(minutes=10)
     # Pods this process created and that then vanish count as lost only after the watch had time to see them.
     lost_worker_grace: timedelta = timedelta(seconds=20)
+    # A worker the scheduler finds short of a resource gets this long to bind (the scheduler retries when a
+    # pod leaves the node; its cache may trail the operator's by a moment) before the job is re-placed.
+    unschedulable_grace: timedelta = timedelta(seconds=10)
     default_images: Mapping[str, str] = field(
         default_factory=lambda: {
             "cpu": "localhost/llama-worker-cpu:dev",
@@ -72,6 +79,8 @@ class Failure:
     """True moves the job off its pool (cooling the pool down); False retries wherever the planner says."""
     counts: bool = True
     """Whether it uses up one of backoffLimit's retries."""
+    refused: PodView | None = None
+    """The worker the scheduler refused for a resource the operator had booked (a bug report)."""
 
 
 def _event(job: JobView, warning: bool, reason: str, message: str) -> RecordEvent:
@@ -91,7 +100,12 @@ def _current_attempt(status: LlamaJobStatus) -> int:
     return status.attempts or 0
 
 
-def find_failure(ctx: JobContext, current: Sequence[PodView], expected: int) -> Failure | None:
+def find_failure(
+    ctx: JobContext,
+    current: Sequence[PodView],
+    expected: int,
+    unschedulable_grace: timedelta = Settings.unschedulable_grace,
+) -> Failure | None:
     """The first reason the current attempt cannot go on, if any; failover reasons come first."""
     job, status = ctx.job, ctx.job.status
     for node_name in status.node_names:
@@ -113,6 +127,14 @@ def find_failure(ctx: JobContext, current: Sequence[PodView], expected: int) -> 
         if pod.phase == "Failed":
             why = pod.exit_reason or "Error"
             return Failure("WorkerFailed", f"pod {pod.name} exited {pod.exit_code} ({why})", failover=False)
+    for pod in current:
+        # Every resource a worker requests was booked on its node: a scheduler that finds one short saw a
+        # pod the inventory did not (or saw it first). Not the pool's fault: re-place at once, no cooldown.
+        since = pod.unschedulable_since
+        if pod.short_of and not pod.deleting and since is not None and ctx.now - since >= unschedulable_grace:
+            where = pod.pinned_node or "its node"
+            message = f"the scheduler refused pod {pod.name} on {where}: {pod.unschedulable_message}"
+            return Failure("Unschedulable", message, failover=False, refused=pod)
     placed_at = status.placements[-1].time if status.placements else None
     pending = [p for p in current if p.phase == "Pending" and not p.deleting]
     missing = expected - len(current) if ctx.seen_at is None else 0
@@ -143,6 +165,16 @@ def fail_attempt(ctx: JobContext, failure: Failure, settings: Settings) -> JobAc
         DeleteWorkers(job.namespace, job.name, selector_string(attempt_selector(job.name, attempt)))
     )
     used = retries_used(placements)
+    if failure.refused is not None:
+        pod = failure.refused
+        out.actions.append(
+            ReportUnschedulable(job.namespace, job.name, status.pool or "", pod.pinned_node or "",
+                                pod.short_of, pod.unschedulable_message)
+        )  # fmt: skip
+        # Kept after the job is placed again: the record of what the inventory missed.
+        conditions = set_condition(status.conditions, "CapacityMismatch", True, "Unschedulable",
+                                   f"attempt {attempt}: {failure.message}", now, job.generation)  # fmt: skip
+        status = status.model_copy(update={"conditions": conditions})
     if failure.counts and used > job.spec.placement.backoff_limit:
         message = f"{failure.message}; backoffLimit {job.spec.placement.backoff_limit} reached"
         new = transition(status, Phase.FAILED, "BackoffLimitExceeded", message, now, job.generation,
@@ -175,7 +207,7 @@ def track_attempt(ctx: JobContext, settings: Settings) -> tuple[JobActions, bool
         selector = other_attempts_selector(job.name, attempt)
         out.actions.append(DeleteWorkers(job.namespace, job.name, selector))
     expected = len(status.node_names)
-    failure = find_failure(ctx, current, expected)
+    failure = find_failure(ctx, current, expected, settings.unschedulable_grace)
     if failure is None and job.generation != status.observed_generation:
         if job.spec.mode == "inference":
             # Serving specs (replicas, batch, model) apply by placing the job anew.
@@ -225,11 +257,23 @@ def track_attempt(ctx: JobContext, settings: Settings) -> tuple[JobActions, bool
 
 
 def _throughput(spec: LlamaJobSpec, status: LlamaJobStatus) -> RecordThroughput | None:
-    """What a finished preset job teaches its pool: measured training tokens/s per device."""
-    progress, devices = status.progress, status.devices
-    if not (spec.model.preset and status.pool and devices and progress and progress.tokens_per_second):
+    """What a finished training job teaches its pool: its measured tokens/s with the facts to predict it."""
+    progress, nodes, per_node = status.progress, status.nodes, status.devices_per_node
+    if spec.training is None or not (
+        status.pool and nodes and per_node and progress and progress.tokens_per_second
+    ):
         return None
-    return RecordThroughput(status.pool, spec.model.preset, round(progress.tokens_per_second / devices, 3))
+    sample = Sample(
+        mode="train",
+        precision=spec.training.precision,
+        tokens_per_second=progress.tokens_per_second,
+        arch=Arch.of(shape_of(spec.model)),
+        devices_per_node=per_node,
+        nodes=nodes,
+        sequence_length=spec.training.sequence_length,
+        activation_checkpointing=bool(status.activation_checkpointing),
+    )
+    return RecordThroughput(status.pool, sample)
 
 
 def refresh_cost(job: JobView, now: datetime) -> JobActions:

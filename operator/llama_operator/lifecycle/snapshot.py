@@ -16,9 +16,11 @@ from llama_operator.lifecycle.reconcile import JobContext, Settings, reconcile_j
 from llama_operator.lifecycle.status import ACTIVE_PHASES, dump, transition
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
 from llama_operator.lifecycle.workerplan import worker_plan
+from llama_operator.planning import learning
 from llama_operator.planning.decision import Decision
 from llama_operator.planning.inventory import Inventory, JobRequest, NodeState, PoolState
-from llama_operator.planning.pools import PoolError, resolve_pool
+from llama_operator.planning.pools import PoolError, PoolType, resolve_pool
+from llama_operator.planning.resources import add, pod_requests
 from llama_operator.workers import render_worker_objects
 
 Planner = Callable[[Sequence[JobRequest], Inventory, datetime], Sequence[Decision]]
@@ -33,9 +35,9 @@ class Snapshot:
     pods: Mapping[str, Sequence[PodView]]
     """Worker pods by job key."""
     nodes: Mapping[str, NodeView]
-    foreign: Mapping[str, Sequence[PodView]]
-    """Pods the operator did not make, bound and not finished, by node."""
     pools: Mapping[str, AcceleratorPool]
+    usage: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Node -> what the pods holding it request, whatever their namespace or owner (lifecycle.usage)."""
     created_at: Mapping[tuple[str, int], datetime] = field(default_factory=dict)
     """(job key, attempt) -> when this process created that attempt's workers."""
     seen_at: Mapping[tuple[str, int], datetime] = field(default_factory=dict)
@@ -89,47 +91,71 @@ def mark_seen(
             seen_at[(key, attempt)] = now
 
 
-def stale_usage(snap: Snapshot, resource: str) -> dict[str, float]:
-    """Devices per node still held by worker pods that no active attempt claims (a failed-over or
-    retried attempt whose pods are still going away). Placing on them now would leave pods Pending."""
-    held: dict[str, float] = defaultdict(float)
-    for key, views in snap.pods.items():
-        job = snap.jobs.get(key)
-        current = job.status.attempts if job is not None and job.status.phase in ACTIVE_PHASES else None
-        for pod in views:
-            if pod.node_name and pod.attempt != current and pod.phase not in ("Succeeded", "Failed"):
-                held[pod.node_name] += pod.requests.get(resource, 0)
-    return held
+def promised_workers(
+    snap: Snapshot, catalog: Catalog, active: Sequence[JobView]
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """What active attempts will take from their nodes through worker pods not seen yet: devices per node
+    (on cpu pools every worker's slots: a slot is no resource a pod requests), and everything else the
+    pods request. Seen workers already count in the snapshot's usage, with what they really request."""
+    devices: dict[str, int] = defaultdict(int)
+    other: dict[str, dict[str, int]] = defaultdict(dict)
+    kinds: dict[str, PoolType | None] = {}
+    for job in active:
+        status = job.status
+        per_pod = status.devices_per_node or 0
+        if not status.node_names or per_pod < 1:
+            continue
+        pool_name = status.pool or ""
+        if pool_name not in kinds:
+            pool = snap.pools.get(pool_name)
+            try:
+                kinds[pool_name] = resolve_pool(pool.spec, catalog) if pool is not None else None
+            except PoolError:
+                kinds[pool_name] = None
+        kind = kinds[pool_name]
+        slots_only = kind is not None and kind.resource_name is None
+        attempt = status.attempts or 0
+        seen = {p.rank for p in snap.pods.get(job.key, ()) if p.attempt == attempt}
+        vector: dict[str, int] = {}
+        if kind is not None:
+            train = job.spec is not None and job.spec.mode == "train"
+            vector = pod_requests(kind, per_pod, train and len(status.node_names) > 1).vector()
+        for rank, node in enumerate(status.node_names):
+            if slots_only:
+                devices[node] += per_pod
+            if rank in seen:
+                continue
+            if not slots_only:
+                devices[node] += per_pod
+            add(other[node], vector)
+    return dict(devices), dict(other)
 
 
 def build_inventory(snap: Snapshot, catalog: Catalog, active: Sequence[JobView]) -> Inventory:
-    """Pools with their nodes' free devices; devices of placed jobs count as promised (no double booking)."""
+    """Pools with what each node has left: its allocatable minus what every pod holding it requests (any
+    namespace, any owner) minus what placed jobs' workers not seen yet will request (no double booking)."""
     states = []
-    stale: dict[str, dict[str, float]] = {}
     for name, pool in sorted(snap.pools.items()):
         try:
             kind = resolve_pool(pool.spec, catalog)
         except PoolError:
             continue  # the planner reports unusable pools itself; nothing can be placed there
         res = kind.resource_name
-        if res and res not in stale:
-            stale[res] = stale_usage(snap, res)
         nodes = []
         for node in sorted(snap.nodes.values(), key=lambda n: n.name):
             if not _matches(node, pool.spec.node_selector):
                 continue
-            used = 0.0
-            if res:
-                used = sum(p.requests.get(res, 0) for p in snap.foreign.get(node.name, ()))
-                used += stale[res].get(node.name, 0)
+            usage = snap.usage.get(node.name, {})
             nodes.append(
                 NodeState(
                     name=node.name,
                     pool=name,
                     ready=node.ready,
                     schedulable=node.schedulable and not node.interrupted,
-                    allocatable_devices=int(node.allocatable.get(res, 0)) if res else None,
-                    used_devices=int(used),
+                    allocatable_devices=node.allocatable.get(res, 0) if res else None,
+                    used_devices=usage.get(res, 0) if res else 0,
+                    allocatable=node.allocatable,
+                    requested=usage,
                 )
             )
         status = pool.status
@@ -139,14 +165,11 @@ def build_inventory(snap: Snapshot, catalog: Catalog, active: Sequence[JobView])
                 spec=pool.spec,
                 nodes=tuple(nodes),
                 cooldown_until=status.cooldown_until if status else None,
-                observed_throughput=dict(status.observed_throughput) if status else {},
+                learned=learning.factors(status.learned_speeds) if status else {},
             )
         )
-    promised: dict[str, int] = defaultdict(int)
-    for job in active:
-        for node_name in job.status.node_names:
-            promised[node_name] += job.status.devices_per_node or 0
-    return Inventory(tuple(states), dict(promised))
+    devices, other = promised_workers(snap, catalog, active)
+    return Inventory(tuple(states), devices, other)
 
 
 def pool_statuses(inventory: Inventory, catalog: Catalog, now: datetime) -> dict[str, dict[str, object]]:
@@ -361,7 +384,9 @@ def _decision_from_status(job: JobView, pool: AcceleratorPool, opts: Options) ->
         return None
     status = job.status
     devices = status.devices_per_node or 0
-    share = devices / kind.devices_per_node if kind.devices_per_node else 0
+    if devices < 1 or job.spec is None:
+        return None
+    spans = job.spec.mode == "train" and len(status.node_names) > 1
     return Decision(
         key=job.key,
         outcome="placed",
@@ -378,7 +403,5 @@ def _decision_from_status(job: JobView, pool: AcceleratorPool, opts: Options) ->
         nodes=len(status.node_names),
         devices_per_node=devices,
         processes_per_node=kind.processes_per_pod(devices),
-        efa_per_node=kind.efa_per_node if len(set(status.node_names)) > 1 and share >= 1 else 0,
-        cpu_per_pod=kind.vcpus_per_device * devices,
-        memory_gib_per_pod=kind.memory_gib_per_device * devices,
+        requests=pod_requests(kind, devices, spans),
     )

@@ -6,6 +6,7 @@ Parsing once, at watch time, keeps the reconcile loop cheap: it never walks raw 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from llama_operator.api import LlamaJobSpec, LlamaJobStatus
 from llama_operator.api.types import LLAMAJOB_KIND, POOL_LABEL
+from llama_operator.lifecycle.requests import pod_requests, resource_list
 from llama_runtime.contract import PROGRESS_ANNOTATION
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -22,12 +24,13 @@ MANAGER = "llama-operator"
 JOB_LABEL = "llamaop.io/job"
 ATTEMPT_LABEL = "llamaop.io/attempt"
 RANK_LABEL = "llamaop.io/rank"
-ACCELERATOR_RESOURCES = ("aws.amazon.com/neuron", "nvidia.com/gpu")
 # Taints that announce a node is going away (AWS Node Termination Handler, Karpenter, our own tests).
 INTERRUPTION_TAINTS = frozenset(
     {"aws-node-termination-handler/spot-itn", "karpenter.sh/disrupted", "llamaop.io/spot-interruption"}
 )
 UNSCHEDULABLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+# NodeResourcesFit's reasons (kube-scheduler's fit.go): "Insufficient <resource name>" or "Too many pods".
+_INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9][-A-Za-z0-9_./]*[A-Za-z0-9])")
 
 Body = Mapping[str, Any]
 
@@ -40,15 +43,6 @@ def parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _quantity(value: Any) -> float:
-    text = str(value)
-    suffixes = {"m": 1e-3, "k": 1e3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
-    for suffix, factor in sorted(suffixes.items(), key=lambda kv: -len(kv[0])):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * factor
-    return float(text)
-
-
 @dataclass(frozen=True)
 class NodeView:
     name: str
@@ -57,7 +51,8 @@ class NodeView:
     schedulable: bool
     interrupted: bool
     """A spot interruption or disruption notice is on the node."""
-    allocatable: Mapping[str, float]
+    allocatable: Mapping[str, int]
+    """status.allocatable in planning.resources' integer units (cpu in millicores)."""
     labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -77,7 +72,7 @@ def node_view(body: Body) -> NodeView:
         ready=ready,
         schedulable=not spec.get("unschedulable", False) and not (taints & UNSCHEDULABLE_TAINTS),
         interrupted=bool(taints & INTERRUPTION_TAINTS),
-        allocatable={k: _quantity(v) for k, v in (status.get("allocatable") or {}).items()},
+        allocatable=resource_list(status.get("allocatable")),
         labels=labels,
     )
 
@@ -95,12 +90,21 @@ class PodView:
     ready: bool = False
     deleting: bool = False
     unschedulable: bool = False
+    unschedulable_message: str = ""
+    """The scheduler's word on why (the PodScheduled condition's message), while unschedulable."""
+    unschedulable_since: datetime | None = None
     disruption: str | None = None
     """Why the pod is being taken away (eviction, preemption), if it is."""
     exit_code: int | None = None
     exit_reason: str | None = None
     progress: Mapping[str, Any] | None = None
-    requests: Mapping[str, float] = field(default_factory=dict)
+    requests: Mapping[str, int] = field(default_factory=dict)
+    """Effective requests, as kube-scheduler counts them (lifecycle.requests.pod_requests)."""
+    uid: str = ""
+    nominated_node: str | None = None
+    """status.nominatedNodeName: where preemption made room for the pod (the scheduler counts it there)."""
+    pinned_node: str | None = None
+    """The one node a required node affinity on metadata.name allows (workers and DaemonSet pods)."""
 
     @property
     def key(self) -> str | None:
@@ -109,6 +113,40 @@ class PodView:
     @property
     def terminal(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def short_of(self) -> tuple[str, ...]:
+        """The resources the scheduler found short for this pod ("Insufficient nvidia.com/gpu", "Too many
+        pods"), from its PodScheduled message; () when it is schedulable or held back by anything else."""
+        message = self.unschedulable_message
+        if not self.unschedulable or not message:
+            return ()
+        short = dict.fromkeys(_INSUFFICIENT.findall(message))
+        if "Too many pods" in message:
+            short["pods"] = None
+        return tuple(short)
+
+    @property
+    def holds(self) -> str | None:
+        """The node whose resources this pod holds or is about to: bound, nominated, or pinned there.
+        None once it has finished (kube-scheduler no longer counts Succeeded or Failed pods)."""
+        if self.terminal:
+            return None
+        return self.node_name or self.nominated_node or self.pinned_node
+
+
+def _pinned_node(spec: Body) -> str | None:
+    """The node name a pod's required node affinity pins it to, when every term names the same one."""
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    names: set[str] = set()
+    for term in affinity.get("nodeSelectorTerms") or ():
+        fields = [f for f in term.get("matchFields") or () if f.get("key") == "metadata.name"]
+        if len(fields) != 1 or fields[0].get("operator") != "In" or len(fields[0].get("values") or ()) != 1:
+            return None
+        names.add(fields[0]["values"][0])
+    return names.pop() if len(names) == 1 else None
 
 
 def _disruption(status: Body, conditions: list[Body]) -> str | None:
@@ -145,11 +183,8 @@ def pod_view(body: Body) -> PodView:
         term = (cs.get("state") or {}).get("terminated")
         if term and (exit_code is None or term.get("exitCode", 0) != 0):
             exit_code, exit_reason = term.get("exitCode"), term.get("reason")
-    requests: dict[str, float] = {}
-    for container in spec.get("containers") or []:
-        for res, qty in ((container.get("resources") or {}).get("requests") or {}).items():
-            if res in ACCELERATOR_RESOURCES or res == "cpu":
-                requests[res] = requests.get(res, 0.0) + _quantity(qty)
+    scheduled = next((c for c in conditions if c.get("type") == "PodScheduled"), {})
+    unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
     return PodView(
         name=meta["name"],
         namespace=meta.get("namespace", "default"),
@@ -160,14 +195,17 @@ def pod_view(body: Body) -> PodView:
         rank=int(labels.get(RANK_LABEL, 0) or 0) if managed else 0,
         ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
         deleting=bool(meta.get("deletionTimestamp")),
-        unschedulable=any(
-            c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
-        ),
+        unschedulable=unschedulable,
+        unschedulable_message=str(scheduled.get("message") or "") if unschedulable else "",
+        unschedulable_since=parse_time(scheduled.get("lastTransitionTime")) if unschedulable else None,
         disruption=_disruption(status, conditions),
         exit_code=exit_code,
         exit_reason=exit_reason,
         progress=_progress(meta.get("annotations") or {}) if managed else None,
-        requests=requests,
+        requests=pod_requests(spec),
+        uid=meta.get("uid", ""),
+        nominated_node=status.get("nominatedNodeName") or None,
+        pinned_node=_pinned_node(spec),
     )
 
 

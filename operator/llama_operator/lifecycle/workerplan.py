@@ -7,6 +7,7 @@ from typing import Any
 
 from llama_operator.api import AcceleratorPool, LlamaJobSpec
 from llama_operator.planning.decision import Decision
+from llama_operator.planning.engines import serving_engine
 from llama_operator.workers import (
     InferenceSettings,
     Toleration,
@@ -74,9 +75,16 @@ def worker_plan(
         )
         # bf16 autocast on CPU is slow and the default fp32 is what the CPU tests compare against.
         precision = t.precision if backend != "cpu" else None
+    engine = "llama-runtime"
     if spec.mode == "inference":
         s = spec.serving()
-        inference = InferenceSettings(port=s.port, max_batch=s.max_batch, max_new_tokens=s.max_new_tokens)
+        inference = InferenceSettings(
+            port=s.port,
+            max_batch=s.max_batch,
+            max_new_tokens=s.max_new_tokens,
+            context_length=s.context_length,
+        )
+        engine = serving_engine(decision.family or "cpu", decision.accelerator or "")
     checkpoint = spec.training.checkpoint.uri if spec.training else ""
     return WorkerPlan(
         job_name=name,
@@ -90,16 +98,18 @@ def worker_plan(
         node_names=decision.node_names,
         model=model_env(spec),
         attempt=attempt,
-        devices_per_pod=decision.devices_per_node if decision.resource_name else 0,
-        resource_name=decision.resource_name,
+        # What the planner booked (decision.requests) is exactly what the pods request. On cpu pools the
+        # devices are worker slots: no resource request, but the launcher's process count.
+        devices_per_pod=decision.devices_per_node,
+        resource_name=decision.requests.resource_name,
+        accelerator=decision.accelerator or "",
+        engine=engine,  # type: ignore[arg-type]
         neuron=neuron,
-        efa_per_pod=decision.efa_per_node,
+        efa_per_pod=decision.requests.efa,
         node_selector=dict(pool.spec.node_selector),
         tolerations=tolerations,
-        cpu_request=_cpu(decision.cpu_per_pod),
-        memory_request=f"{max(1, round(decision.memory_gib_per_pod))}Gi"
-        if decision.memory_gib_per_pod
-        else None,
+        cpu_request=decision.requests.cpu,
+        memory_request=decision.requests.memory,
         model_dir=spec.model.weights_uri or "",
         data_dir=spec.data.uri,
         checkpoint_uri=checkpoint,
@@ -107,9 +117,3 @@ def worker_plan(
         training=training,
         inference=inference,
     )
-
-
-def _cpu(cores: float) -> str | None:
-    if cores <= 0:
-        return None
-    return f"{round(cores * 1000)}m"

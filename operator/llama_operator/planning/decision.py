@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
 from llama_operator.api.job import Candidate as CandidateStatus
 from llama_operator.api.job import Condition, LlamaJobStatus, PlacementRecord
 from llama_operator.api.types import Phase
+from llama_operator.planning.resources import PodRequests
 
 Outcome = Literal["placed", "queued", "rejected"]
 
@@ -42,6 +43,8 @@ class Candidate:
     verdict: str
     """Chosen, Costlier, Slower, NoCapacity, or the constraint that ruled the pool out."""
     note: str
+    tokens_per_second_per_sequence: float | None = None
+    """Inference: decode rate of one sequence."""
 
     def to_status(self) -> CandidateStatus:
         return CandidateStatus(
@@ -52,6 +55,7 @@ class Candidate:
             nodes=self.nodes,
             fits=self.fits,
             tokens_per_second=_round(self.tokens_per_second, 1),
+            tokens_per_second_per_sequence=_round(self.tokens_per_second_per_sequence, 2),
             hours=_round(self.hours, 3),
             price_per_hour=_round(self.price_per_hour, 4),
             cost=_round(self.cost, 2),
@@ -81,6 +85,8 @@ class Decision:
     instance_type: str | None = None
     backend: str | None = None
     """cpu, cuda or neuron: LLAMAOP_BACKEND of the workers."""
+    engine: str | None = None
+    """Inference: what serves on the pool (llama-runtime, vllm, nxd-inference; the capability table)."""
     resource_name: str | None = None
     """Extended resource each pod requests devices_per_node of (None on cpu pools)."""
     node_names: tuple[str, ...] = ()
@@ -91,17 +97,16 @@ class Decision:
     processes_per_node: int = 0
     """torchrun nproc_per_node: GPUs, NeuronCores (trn2: logical cores), or 1 on cpu."""
     activation_checkpointing: bool = False
-    efa_per_node: int = 0
-    """EFA interfaces per pod; 0 unless the job spans nodes on a pool with EFA."""
-    cpu_per_pod: float = 0.0
-    """Host vCPUs per pod, pro rata of its devices (on cpu pools: slots x 8)."""
-    memory_gib_per_pod: float = 0.0
-    """Host memory per pod, pro rata of its devices."""
+    requests: PodRequests = field(default_factory=PodRequests)
+    """What each pod requests (planning.resources.pod_requests): what the planner booked on each of
+    node_names, and what the rendered pods ask kube-scheduler for."""
     price_per_hour: float | None = None
     est_hours: float | None = None
     """Training only: startup plus compute time."""
     est_cost: float | None = None
     est_tokens_per_second: float | None = None
+    est_tokens_per_second_per_sequence: float | None = None
+    """Inference: decode rate of one sequence."""
     cost_per_million_tokens: float | None = None
     est_finish: datetime | None = None
     candidates: tuple[Candidate, ...] = ()
@@ -109,6 +114,11 @@ class Decision:
     @property
     def devices(self) -> int:
         return self.nodes * self.devices_per_node
+
+    @property
+    def efa_per_node(self) -> int:
+        """EFA interfaces per pod; 0 unless the job spans nodes on a pool with EFA."""
+        return self.requests.efa
 
     def to_status(self, *, now: datetime, previous: LlamaJobStatus | None = None) -> LlamaJobStatus:
         """The job's status after this decision: `previous` with placement, estimates, candidates, phase,
@@ -126,6 +136,8 @@ class Decision:
         status.nodes = self.nodes if placed else None
         status.devices_per_node = self.devices_per_node if placed else None
         status.devices = self.devices if placed else None
+        status.engine = self.engine if placed else None
+        status.activation_checkpointing = self.activation_checkpointing if placed else None
         status.node_names = list(self.node_names) if placed else []
         status.price_per_hour = _round(self.price_per_hour, 4) if placed else None
         status.estimated_cost = _round(self.est_cost, 2) if placed else None

@@ -14,6 +14,7 @@ from llama_operator.api.job import LlamaJob
 from llama_operator.api.pool import AcceleratorPool, AcceleratorPoolSpec
 from llama_operator.api.types import ACCELERATORPOOL_KIND, LLAMAJOB_KIND, POOL_LABEL
 from llama_operator.catalog import Catalog
+from llama_operator.planning import learning
 from llama_operator.planning.inventory import Inventory, JobRequest, NodeState, PoolState
 from llama_operator.planning.pools import PoolError, resolve_pool
 
@@ -109,7 +110,7 @@ def inventory(
                 pool.spec,
                 tuple(nodes),
                 cooldown_until=status.cooldown_until if status else None,
-                observed_throughput=dict(status.observed_throughput) if status else {},
+                learned=learning.factors(status.learned_speeds) if status else {},
             )
         )
     return Inventory(tuple(states))

@@ -10,14 +10,15 @@ the candidate table and the messages.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
-from llama_operator.catalog import Catalog
+from llama_operator.catalog import Calibration, Catalog
 from llama_operator.catalog import builtin as builtin_catalog
-from llama_operator.planning import explain
+from llama_operator.planning import calibration, explain
 from llama_operator.planning.decision import Candidate, Decision, finish_time
+from llama_operator.planning.engines import serving_engine
 from llama_operator.planning.estimate import (
     Option,
     Shared,
@@ -25,22 +26,27 @@ from llama_operator.planning.estimate import (
     bounded,
     capped,
     policy_key,
+    rates_for,
     shared,
-    training_tokens_per_device,
     unit_pool,
 )
 from llama_operator.planning.explain import PlannedPool, PoolEval
 from llama_operator.planning.inventory import Inventory, JobRequest, PoolState
 from llama_operator.planning.pools import PoolError, PoolType, resolve_pool
-from llama_operator.planning.slots import Slots
+from llama_operator.planning.resources import PodRequests, pod_requests
+from llama_operator.planning.slots import Need, Slots, need_of
 from llama_operator.planning.workload import Workload, workload_of
 
 log = logging.getLogger(__name__)
 
 Ranking = Literal["policy", "first-fit", "cheapest-device-hour"]
 """policy: the job's placement policy (the engine). The others are the simulator's baselines: the first
-pool in inventory order with room (Kueue's flavor order), or the lowest list price per device-hour;
-both ignore price caps, maxCost and deadlines."""
+pool in inventory order with room (Kueue's flavor order), or the lowest list price per device-hour.
+Baselines honour what they can see as the engine does (price caps, maxCost and deadlines by the same
+estimates) and differ only in which feasible pool they take."""
+
+SpeedAdjust = Callable[[Workload, PoolType], float]
+"""A factor on the calibrated speed of a workload on a pool type (the simulator's oracle knows the truth)."""
 
 RANKINGS: tuple[Ranking, ...] = ("policy", "first-fit", "cheapest-device-hour")
 
@@ -55,12 +61,15 @@ class Planner:
         now: datetime,
         catalog: Catalog | None = None,
         ranking: Ranking = "policy",
+        adjust: SpeedAdjust | None = None,
     ) -> None:
         self.now = now
         self.catalog = catalog or builtin_catalog()
+        self.calibration = calibration_of(self.catalog)
         self.ranking = ranking
+        self.adjust = adjust
         self._units: dict[PoolType, PoolType] = {}
-        self._speeds: dict[tuple[str, str | None], float | None] = {}
+        self._requests: dict[tuple[int, int, bool], tuple[PodRequests, Need]] = {}
         self.pools = [self._pool(state, inventory) for state in inventory.pools]
 
     def _pool(self, state: PoolState, inventory: Inventory) -> PlannedPool:
@@ -70,19 +79,38 @@ class Planner:
         except PoolError as e:
             ptype, error = None, str(e)
         free: dict[str, int] = {}
+        host: dict[str, dict[str, int]] = {}
         if ptype is not None:
+            res = ptype.resource_name
             for node in state.nodes:
-                if node.ready and node.schedulable:
-                    allocatable = (
-                        ptype.devices_per_node
-                        if node.allocatable_devices is None
-                        else node.allocatable_devices
-                    )
-                    free[node.name] = max(
-                        0, allocatable - node.used_devices - inventory.promised.get(node.name, 0)
-                    )
+                if not (node.ready and node.schedulable):
+                    continue
+                allocatable = (
+                    ptype.devices_per_node if node.allocatable_devices is None else node.allocatable_devices
+                )
+                free[node.name] = max(
+                    0, allocatable - node.used_devices - inventory.promised.get(node.name, 0)
+                )
+                if node.allocatable is not None:
+                    promised = inventory.promised_requests.get(node.name, {})
+                    used = node.requested
+                    host[node.name] = {
+                        r: a - used.get(r, 0) - promised.get(r, 0)
+                        for r, a in node.allocatable.items()
+                        if r != res
+                    }
         unit = self._units.setdefault(unit_pool(ptype), unit_pool(ptype)) if ptype else None
-        return PlannedPool(state, state.name, ptype, unit, error, Slots(free), state.capacity_nodes())
+        slots = Slots(free, host)
+        return PlannedPool(state, state.name, ptype, unit, error, slots, state.capacity_nodes())
+
+    def pod(self, ptype: PoolType, devices: int, spans_nodes: bool) -> tuple[PodRequests, Need]:
+        """A worker pod's requests on this pool type (planning.resources), and what Slots checks of them."""
+        key = (id(ptype), devices, spans_nodes)
+        found = self._requests.get(key)
+        if found is None:
+            requests = pod_requests(ptype, devices, spans_nodes)
+            found = self._requests[key] = (requests, need_of(requests.vector(), ptype.resource_name))
+        return found
 
     def decide(self, job: JobRequest) -> Decision:
         """Decide one job and book its devices if placed. Never raises."""
@@ -106,8 +134,6 @@ class Planner:
                 "UnknownAccelerator",
                 f"{', '.join(unknown)} not in the catalog ({known})",
             )
-        if self.ranking != "policy":
-            work = work.without_limits()
         hours_left = None
         if work.deadline is not None:
             hours_left = (work.deadline - self.now).total_seconds() / 3600.0
@@ -120,7 +146,7 @@ class Planner:
                 )
         uncapped = work.without_caps()
         # This job's physics per hardware (and measured speed): skips hashing the workload per pool.
-        seen: dict[tuple[int, float | None], Shared] = {}
+        seen: dict[tuple[int, float], Shared] = {}
         evals = [self._evaluate(work, uncapped, job, pool, hours_left, seen) for pool in self.pools]
         chosen = self._choose(work, evals)
         candidates = explain.candidates(work, evals, chosen)
@@ -146,7 +172,7 @@ class Planner:
         job: JobRequest,
         pool: PlannedPool,
         hours_left: float | None,
-        seen: dict[tuple[int, float | None], Shared],
+        seen: dict[tuple[int, float], Shared],
     ) -> PoolEval:
         ev = PoolEval(pool)
         ptype, state = pool.type, pool.state
@@ -172,20 +198,14 @@ class Planner:
             ev.blocked = "Excluded"
         elif state.cooldown_until is not None and state.cooldown_until > self.now:
             ev.blocked = "CoolingDown"
-        preset = work.shape.preset
-        observed = state.observed_throughput.get(preset) if preset and state.observed_throughput else None
-        local = (id(pool.unit), observed)
+        factor = state.learned.get((work.mode, work.precision), 1.0) if state.learned else 1.0
+        if self.adjust is not None:
+            factor *= self.adjust(work, ptype)
+        local = (id(pool.unit), factor)
         result = seen.get(local)
         if result is None:
-            tpd = 0.0
-            if work.mode == "train":
-                speed = (ptype.accelerator, preset)
-                if speed not in self._speeds:
-                    self._speeds[speed] = self.catalog.profile(ptype.accelerator, preset)
-                tpd = training_tokens_per_device(work, ptype, observed, self._speeds[speed])
-            result = shared(
-                uncapped, pool.unit, self.catalog.defaults, tokens_per_device=tpd, hours_left=hours_left
-            )
+            rates = rates_for(work, ptype, self.calibration, factor=factor)
+            result = shared(uncapped, pool.unit, self.catalog.defaults, rates=rates, hours_left=hours_left)
             seen[local] = result
         price, limit = ptype.price_per_node_hour, pool.node_limit
         max_price, max_cost = work.max_price_per_hour, work.max_cost
@@ -193,6 +213,7 @@ class Planner:
         if price <= 0:  # a free pool: cost no longer orders the options
             feasible = tuple(sorted(feasible, key=lambda o: policy_key(work, o.priced(price))))
         training = one_pod_per_node(work, pool.type)
+        track_host = pool.slots.host is not None
         for option in feasible:  # best first; the caps and the node limit only remove options
             if option.nodes_needed > limit:
                 continue
@@ -206,7 +227,10 @@ class Planner:
                 ev.best_key = policy_key(work, ev.best)
             if ev.blocked:
                 break
-            if pool.slots.room(option, training):
+            need: Need = ()
+            if track_host and option.devices_per_node <= pool.slots.most:  # else room() needs no more
+                need = self.pod(ptype, option.devices_per_node, spans(work, option))[1]
+            if pool.slots.room(option, training, need):
                 ev.best_now = ev.best if first else option.priced(price)
                 ev.best_now_key = ev.best_key if first else policy_key(work, ev.best_now)
                 break
@@ -232,8 +256,8 @@ class Planner:
     ) -> Decision:
         option, ptype = ev.best_now, ev.pool.type
         assert option is not None and ptype is not None
-        node_names = ev.pool.slots.take(option, one_pod_per_node(work, ptype))
-        spans_nodes = work.mode == "train" and option.pods > 1
+        requests, need = self.pod(ptype, option.devices_per_node, spans(work, option))
+        node_names = ev.pool.slots.take(option, one_pod_per_node(work, ptype), need)
         feasible = sum(1 for c in candidates if c.available_now)
         why = {"policy": f"{work.policy} of {feasible} pool(s) with room"}.get(self.ranking, self.ranking)
         return Decision(
@@ -248,19 +272,19 @@ class Planner:
             capacity_type=ptype.capacity_type,
             instance_type=ptype.instance_type,
             backend=ptype.backend,
+            engine=serving_engine(ptype.family, ptype.accelerator) if work.mode == "inference" else None,
             resource_name=ptype.resource_name,
             node_names=node_names,
             nodes=option.pods,
             devices_per_node=option.devices_per_node,
             processes_per_node=option.processes_per_pod,
             activation_checkpointing=option.activation_checkpointing,
-            efa_per_node=ptype.efa_per_node if spans_nodes else 0,
-            cpu_per_pod=option.devices_per_node * ptype.vcpus_per_device,
-            memory_gib_per_pod=option.devices_per_node * ptype.memory_gib_per_device,
+            requests=requests,
             price_per_hour=option.price_per_hour,
             est_hours=option.hours,
             est_cost=option.cost,
             est_tokens_per_second=option.tokens_per_second,
+            est_tokens_per_second_per_sequence=option.tokens_per_second_per_sequence or None,
             cost_per_million_tokens=option.cost_per_million_tokens,
             est_finish=finish_time(self.now, option.hours),
             candidates=candidates,
@@ -271,6 +295,11 @@ def one_pod_per_node(work: Workload, ptype: PoolType | None) -> bool:
     """Training ranks get a node each on accelerator pools; on cpu pools a device is a worker slot, so
     several ranks of one job may share a node (inference replicas always may)."""
     return work.mode == "train" and (ptype is None or ptype.family != "cpu")
+
+
+def spans(work: Workload, option: Option) -> bool:
+    """Whether the pods of this option talk to each other across nodes (and so get EFA)."""
+    return work.mode == "train" and option.pods > 1
 
 
 def order(jobs: Iterable[JobRequest]) -> list[JobRequest]:
@@ -285,10 +314,26 @@ def plan(
     now: datetime,
     catalog: Catalog | None = None,
     ranking: Ranking = "policy",
+    adjust: SpeedAdjust | None = None,
 ) -> list[Decision]:
     """One decision per job, in the order decided (see `order`). Pure and deterministic."""
-    planner = Planner(inventory, now=now, catalog=catalog, ranking=ranking)
+    planner = Planner(inventory, now=now, catalog=catalog, ranking=ranking, adjust=adjust)
     return [planner.decide(job) for job in order(jobs)]
+
+
+_FITTED: dict[int, tuple[Catalog, Calibration]] = {}
+
+
+def calibration_of(catalog: Catalog) -> Calibration:
+    """The catalog's calibration, or a fit to its measurements when it has none (a catalog override that
+    changes measurements or accelerators drops the shipped fit)."""
+    if catalog.calibration is not None:
+        return catalog.calibration
+    cached = _FITTED.get(id(catalog))
+    if cached is None or cached[0] is not catalog:
+        cached = (catalog, calibration.fit(catalog)[0])
+        _FITTED[id(catalog)] = cached
+    return cached[1]
 
 
 def _device_hour(pool: PlannedPool) -> float:

@@ -13,17 +13,24 @@ then per pool `bounded` (its node limit), `Option.priced` (its price) and `cappe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from functools import lru_cache
 
-from llama_operator.catalog import Defaults
-from llama_operator.planning.llama import GIB, KV_TRAFFIC
+from llama_operator.catalog import Calibration, Defaults
+from llama_operator.planning import speed
+from llama_operator.planning.llama import (
+    GIB,
+    KV_TRAFFIC,
+    TrainingMemory,
+    inference_rank_bytes,
+    training_memory,
+)
 from llama_operator.planning.pools import PoolType
+from llama_operator.planning.speed import CHECKPOINTING_SPEEDUP
 from llama_operator.planning.workload import Workload
 
-# Recomputing activations costs one more forward pass: 8 instead of 6 FLOPs per parameter and token.
-CHECKPOINTING_SPEEDUP = 6.0 / 8.0
 # Inference working memory beyond weights and KV cache (activations, buffers).
 INFERENCE_OVERHEAD = 1.05
 
@@ -34,21 +41,26 @@ class Stage(IntEnum):
 
     FILTERED = 0
     DEVICES = 1
-    NODES = 2
-    BATCH = 3
-    MEMORY = 4
-    THROUGHPUT = 5
-    DEADLINE = 6
-    PRICE = 7
-    COST = 8
-    OK = 9
+    UNSUPPORTED = 2
+    """The runtime cannot run it (its capability row says so)."""
+    NODES = 3
+    BATCH = 4
+    MEMORY = 5
+    LATENCY = 6
+    THROUGHPUT = 7
+    DEADLINE = 8
+    PRICE = 9
+    COST = 10
+    OK = 11
 
 
 REASONS: dict[Stage, str] = {
+    Stage.UNSUPPORTED: "NotSupported",
     Stage.DEVICES: "DevicesNotAllowed",
     Stage.NODES: "NotEnoughNodes",
     Stage.BATCH: "BatchSplit",
     Stage.MEMORY: "DoesNotFit",
+    Stage.LATENCY: "TooSlowPerSequence",
     Stage.THROUGHPUT: "TooSlow",
     Stage.PRICE: "ExceedsMaxPrice",
     Stage.COST: "ExceedsMaxCost",
@@ -87,6 +99,12 @@ class Option:
     """The bound that was broken (node limit, price cap, cost cap, hours left, target tokens/s)."""
     unshardable: bool = False
     """MEMORY: what each rank holds whatever the node count (a gathered layer, activations) is too big."""
+    tokens_per_second_per_sequence: float = 0.0
+    """Inference: decode rate of one sequence (1 / step time)."""
+    holders_per_pod: int = 1
+    """Training: holders of a state shard and a micro batch each per pod (processes, or XLA devices)."""
+    detail: str = ""
+    """UNSUPPORTED, and unshardable MEMORY: the sentence that explains it."""
 
     @property
     def ok(self) -> bool:
@@ -147,6 +165,9 @@ class Option:
             needed,
             limit,
             self.unshardable,
+            self.tokens_per_second_per_sequence,
+            self.holders_per_pod,
+            self.detail,
         )
 
     def failing(self, stage: Stage, *, needed: int = 0, limit: float = 0.0) -> Option:
@@ -159,12 +180,16 @@ class Option:
         stage, limit = self.stage, self.limit or 1e-9
         if self.unshardable:  # no node count fixes it: farther than any option more nodes would fix
             return 1e6 * self.memory_need_gib / max(self.memory_usable_gib, 1e-9)
+        if stage is Stage.UNSUPPORTED:  # the one that would need least memory if the runtime could
+            return self.memory_need_gib / max(self.memory_usable_gib, 1e-9) if self.memory_usable_gib else 1.0
         if stage is Stage.MEMORY and not self.needed:
             return self.memory_need_gib / max(self.memory_usable_gib, 1e-9)
         if stage in (Stage.NODES, Stage.MEMORY, Stage.DEADLINE) and self.needed:
             return self.needed / max(limit, 1e-9)
         if stage is Stage.THROUGHPUT:
             return limit / max(self.tokens_per_second, 1e-9)
+        if stage is Stage.LATENCY:
+            return limit / max(self.tokens_per_second_per_sequence, 1e-9)
         if stage is Stage.PRICE:
             return self.price_per_hour / limit
         if stage is Stage.COST:
@@ -181,19 +206,16 @@ class Option:
         """One sentence on why this option is as it is."""
         shape = f"{self.pods} x {self.devices_per_node}"
         match self.stage:
+            case Stage.UNSUPPORTED:
+                return self.detail
             case Stage.DEVICES:
                 return f"{self.needed} devices per pod is not an allowed count on {pool}"
             case Stage.NODES:
                 return f"needs {self.needed} nodes, {pool} can have {int(self.limit)}"
             case Stage.BATCH:
-                return (
-                    f"global batch does not split evenly over the {self.pods * self.processes_per_pod} ranks"
-                )
-            case Stage.MEMORY if self.unshardable:
-                return (
-                    f"a gathered layer, activations and logits alone need {self.memory_need_gib:.1f} GiB "
-                    f"per device, {self.memory_usable_gib:.1f} GiB usable"
-                )
+                return f"global batch does not split evenly over the {self.pods * self.holders_per_pod} ranks"
+            case Stage.MEMORY if self.detail:  # unshardable, or beyond the runtime line's node limit
+                return self.detail
             case Stage.MEMORY if self.needed > self.limit:
                 return f"needs {self.needed} nodes to hold the model, {pool} can have {int(self.limit)}"
             case Stage.MEMORY:
@@ -204,6 +226,11 @@ class Option:
             case Stage.THROUGHPUT:
                 return (
                     f"{self.tokens_per_second:,.0f} tokens/s on {shape}, below the target {self.limit:,.0f}"
+                )
+            case Stage.LATENCY:
+                return (
+                    f"{self.tokens_per_second_per_sequence:,.1f} tokens/s per sequence on {shape}, below "
+                    f"the floor {self.limit:,.1f} (inference.minTokensPerSecondPerSequence)"
                 )
             case Stage.PRICE:
                 return f"${self.price_per_hour:,.2f}/h on {shape}, above maxPricePerHour ${self.limit:,.2f}"
@@ -229,15 +256,44 @@ def policy_key(work: Workload, option: Option) -> tuple[float, ...]:
     return (pph, tps, option.devices) if work.policy == "cheapest" else (tps, pph, option.devices)
 
 
-def training_tokens_per_device(
-    work: Workload, pool: PoolType, observed: float | None, profile: float | None
-) -> float:
-    """Measured on this pool, else published for the accelerator, else peak FLOP/s x efficiency."""
-    if observed:
-        return observed
-    if profile:
-        return profile
-    return pool.device.peak_tflops * 1e12 * pool.device.efficiency / work.flops_per_token
+# Every serving engine of the capability contract serves bf16.
+SERVING_PRECISION = "bf16"
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """The calibrated speeds of one workload on one kind of hardware (hashable: `shared` caches on it)."""
+
+    tokens_per_device: float = 0.0
+    """Training tokens/s of one device when the job fits one node."""
+    node_retention: float = 1.0
+    bandwidth_efficiency: float = 0.0
+    """Inference (with compute_efficiency: the calibration's InferenceSpeed)."""
+    compute_efficiency: float = 0.0
+    replica_retention: float = 1.0
+    factor: float = 1.0
+    """Inference: what a pool learned, times any simulator truth."""
+
+
+def rates_for(
+    work: Workload, device_pool: PoolType, calibration: Calibration, *, factor: float = 1.0
+) -> Rates:
+    """The calibration's speeds for `work` on the pool's accelerator, times `factor` (what the pool has
+    learned from finished jobs, planning/learning.py)."""
+    device, accelerator = device_pool.device, device_pool.accelerator
+    if work.mode == "train":
+        fitted = speed.training_speed(calibration, accelerator, device, work.precision)
+        per_device = speed.training_tokens_per_device(
+            work.flops_per_token, device, work.precision, fitted, factor=factor
+        )
+        return Rates(tokens_per_device=per_device, node_retention=calibration.node_retention)
+    fitted_inference = speed.inference_speed(calibration, accelerator, device, SERVING_PRECISION)
+    return Rates(
+        bandwidth_efficiency=fitted_inference.bandwidth_efficiency,
+        compute_efficiency=fitted_inference.compute_efficiency,
+        replica_retention=calibration.replica_retention,
+        factor=factor,
+    )
 
 
 def unit_pool(pool: PoolType) -> PoolType:
@@ -258,18 +314,12 @@ def options(
     defaults: Defaults,
     *,
     node_limit: int,
-    tokens_per_device: float,
+    rates: Rates,
     hours_left: float | None,
 ) -> tuple[Option, ...]:
     """Every option of `work` on `pool` with at most `node_limit` nodes, feasible or not. `hours_left`
     is the time to the deadline."""
-    found = physics(
-        work.without_caps(),
-        unit_pool(pool),
-        defaults,
-        tokens_per_device=tokens_per_device,
-        hours_left=hours_left,
-    )
+    found = physics(work.without_caps(), unit_pool(pool), defaults, rates=rates, hours_left=hours_left)
     price = pool.price_per_node_hour
     return tuple(capped(work, bounded(work, o, node_limit).priced(price)) for o in found)
 
@@ -285,18 +335,20 @@ class Shared:
 
 @lru_cache(maxsize=16384)
 def shared(
-    work: Workload, unit: PoolType, defaults: Defaults, *, tokens_per_device: float, hours_left: float | None
+    work: Workload, unit: PoolType, defaults: Defaults, *, rates: Rates, hours_left: float | None
 ) -> Shared:
     """Cached `physics` for `work.without_caps()` on `unit_pool(...)`: pools of one instance type and
     replans of one job share it."""
-    found = physics(work, unit, defaults, tokens_per_device=tokens_per_device, hours_left=hours_left)
+    found = physics(work, unit, defaults, rates=rates, hours_left=hours_left)
     feasible = sorted((o for o in found if o.ok), key=lambda o: policy_key(work, o))
     return Shared(tuple(feasible), found)
 
 
 def bounded(work: Workload, option: Option, node_limit: int) -> Option:
     """The option on a pool that can have at most `node_limit` nodes."""
-    if option.stage is Stage.DEVICES or option.unshardable or option.nodes_needed <= node_limit:
+    if option.stage in (Stage.UNSUPPORTED, Stage.DEVICES) or option.unshardable:
+        return option
+    if option.nodes_needed <= node_limit:
         return option
     if work.mode != "train" or work.nodes is not None:
         stage, needed = Stage.NODES, option.nodes_needed
@@ -321,13 +373,13 @@ def capped(work: Workload, option: Option) -> Option:
 
 
 def physics(
-    work: Workload, unit: PoolType, defaults: Defaults, *, tokens_per_device: float, hours_left: float | None
+    work: Workload, unit: PoolType, defaults: Defaults, *, rates: Rates, hours_left: float | None
 ) -> tuple[Option, ...]:
     """Options on unit-priced hardware with no node limit, checking devices, batch split, memory,
-    throughput target and deadline."""
+    per-sequence decode floor, throughput target and deadline."""
     if work.mode == "train":
-        return _training(work, unit, defaults, tokens_per_device, hours_left)
-    return _inference(work, unit, defaults)
+        return _training(work, unit, defaults, rates, hours_left)
+    return _inference(work, unit, defaults, rates)
 
 
 def _device_counts(work: Workload, pool: PoolType) -> tuple[int, ...] | None:
@@ -339,29 +391,35 @@ def _device_counts(work: Workload, pool: PoolType) -> tuple[int, ...] | None:
 
 
 def _training(
-    work: Workload, pool: PoolType, defaults: Defaults, tokens_per_device: float, hours_left: float | None
+    work: Workload, pool: PoolType, defaults: Defaults, rates: Rates, hours_left: float | None
 ) -> tuple[Option, ...]:
     counts = _device_counts(work, pool)
     if counts is None:
         return (Option(Stage.DEVICES, work.devices_per_node or 0, 0, needed=work.devices_per_node or 0),)
+    refused = pool.refusal("train", work.precision)
+    if refused is not None:
+        return (Option(Stage.UNSUPPORTED, work.devices_per_node or 0, 0, detail=refused),)
     spot = pool.capacity_type == "spot"
     slowdown = 1.0 + (defaults.spot_time_overhead if spot else 0.0)
     startup = pool.device.startup_minutes / 60.0
-    multi_node = (
-        defaults.multi_node_efficiency if pool.efa_per_node else defaults.multi_node_efficiency_no_efa
-    )
+    efa, no_efa = bool(pool.efa_per_node), defaults.multi_node_efficiency_no_efa
+
+    def multi_node(nodes: int) -> float:
+        return speed.node_scale(nodes, rates.node_retention, efa=efa, no_efa=no_efa)
+
     widest = max(counts)
     modes = (False, True) if work.activation_checkpointing is None else (work.activation_checkpointing,)
+    memory = {ac: _training_memory(work, pool, ac) for ac in modes}
     found: list[Option] = []
     for dpn in counts:
-        ranks = pool.processes_per_pod(dpn)
-        rank_budget = dpn * pool.device.memory_gib * GIB * defaults.usable_memory_fraction / ranks
+        holders = pool.shard_holders(dpn)
+        rank_budget = dpn * pool.device.memory_gib * GIB * defaults.usable_memory_fraction / holders
         plain: Option | None = None
         for ac in modes:
             if ac and plain is not None and plain.fits and (plain.pods == 1 or work.nodes is not None):
                 break  # checkpointing would only be slower: it cannot save a node here
             option = _training_option(
-                work, pool, dpn, ranks, rank_budget, ac, tokens_per_device, hours_left,
+                work, pool, dpn, holders, rank_budget, ac, memory[ac], rates.tokens_per_device, hours_left,
                 slowdown=slowdown, startup=startup, multi_node=multi_node, widest=widest,
             )  # fmt: skip
             if option is not None:
@@ -370,52 +428,140 @@ def _training(
     return tuple(found)
 
 
+def _training_memory(work: Workload, pool: PoolType, ac: bool, *, fused: bool = False) -> TrainingMemory:
+    """Per shard holder, as the pool's runtime line shards, computes and chunks (its capability row);
+    `fused`: as it would with fused attention."""
+    row = pool.capability.training
+    assert row is not None
+    if fused:
+        row = replace(row, attention="fused")
+    return training_memory(
+        work.shape,
+        row,
+        micro_batch=work.micro_batch,
+        sequence_length=work.sequence_length,
+        precision=work.precision,
+        activation_checkpointing=ac,
+    )
+
+
+def _unshardable(
+    work: Workload,
+    pool: PoolType,
+    memory: TrainingMemory,
+    holders: int,
+    dpn: int,
+    usable_gib: float,
+    ac: bool,
+) -> str:
+    """Why no node count fits, and the capability the runtime would need for it to."""
+    per_device = holders / dpn / GIB
+    terms = {
+        "gathered layers": memory.gathered,
+        "activations kept": memory.activations,
+        "backward working set": memory.working,
+        "of which attention scores": memory.scores,
+        "replicated state": memory.replicated,
+    }
+    parts = ", ".join(f"{name} {v * per_device:.1f}" for name, v in terms.items() if v * per_device >= 0.05)
+    fused = _training_memory(work, pool, ac, fused=True) if memory.scores else memory
+    if memory.scores and fused.fixed * per_device < usable_gib:
+        missing = "fused (flash) attention on this line (it keeps each layer's attention scores)"
+    else:
+        missing = (
+            "tensor and sequence parallel training (to split a layer's weights and a micro batch's "
+            "activations across devices)"
+        )
+        if memory.scores:
+            missing += " and fused attention"
+    return (
+        f"{memory.fixed * per_device:.1f} GiB per device at any node count ({parts}), "
+        f"{usable_gib:.1f} GiB usable; the runtime lacks {missing}"
+    )
+
+
 def _training_option(
     work: Workload,
     pool: PoolType,
     dpn: int,
-    ranks: int,
+    holders: int,
     rank_budget: float,
     ac: bool,
+    memory: TrainingMemory,
     tokens_per_device: float,
     hours_left: float | None,
     *,
     slowdown: float,
     startup: float,
-    multi_node: float,
+    multi_node: Callable[[int], float],
     widest: int,
 ) -> Option | None:
-    fixed = work.rank_bytes[1 if ac else 0]
-    usable_gib = rank_budget * ranks / dpn / GIB
+    fixed, state = memory.fixed, memory.sharded
+    processes = pool.processes_per_pod(dpn, "train")
+    usable_gib = rank_budget * holders / dpn / GIB
+    row = pool.capability.training
+    max_nodes = row.max_nodes if row is not None else None
+    too_many = "" if max_nodes is None else f"{pool.line} trains on at most {max_nodes} node(s) per job"
+    if too_many and row is not None:
+        too_many += f" ({row.max_nodes_why})"
     if rank_budget <= fixed:  # the per-rank working set alone exceeds the device: no node count helps
         nodes = work.nodes or 1
-        need_gib = fixed * ranks / dpn / GIB
-        return Option(Stage.MEMORY, dpn, nodes, ranks, ac, need_gib, usable_gib, unshardable=True)
-    # Nodes to hold the sharded state: state / (nodes x ranks) + fixed <= budget.
-    fit_nodes = math.ceil(work.state_bytes / (ranks * (rank_budget - fixed)))
+        need_gib = fixed * holders / dpn / GIB
+        detail = _unshardable(work, pool, memory, holders, dpn, usable_gib, ac)
+        if too_many and nodes > (max_nodes or 0):
+            return Option(
+                Stage.UNSUPPORTED, dpn, nodes, processes, ac, need_gib, usable_gib,
+                holders_per_pod=holders, detail=f"{nodes} nodes: {too_many}; and {detail}",
+            )  # fmt: skip
+        return Option(
+            Stage.MEMORY, dpn, nodes, processes, ac, need_gib, usable_gib,
+            unshardable=True, holders_per_pod=holders, detail=detail,
+        )  # fmt: skip
+    # Nodes to hold the sharded state: state / (nodes x holders) + fixed <= budget.
+    fit_nodes = math.ceil(state / (holders * (rank_budget - fixed)))
+    if max_nodes is not None and work.nodes is not None and work.nodes > max_nodes:
+        need_gib = memory.per_holder(work.nodes * holders) * holders / dpn / GIB
+        fits = f"{work.nodes} nodes would hold the model"
+        if need_gib > usable_gib:
+            fits = (
+                f"{work.nodes} nodes would still need {need_gib:.1f} GiB per device, {usable_gib:.1f} usable"
+            )
+        return Option(
+            Stage.UNSUPPORTED, dpn, work.nodes, processes, ac, need_gib, usable_gib,
+            holders_per_pod=holders, detail=f"{fits}, but {too_many}",
+        )  # fmt: skip
+    if max_nodes is not None and work.nodes is None and fit_nodes > max_nodes:  # the runtime's node limit
+        return Option(
+            Stage.MEMORY, dpn, fit_nodes, processes, ac, fit_nodes=fit_nodes, needed=fit_nodes,
+            limit=max_nodes, holders_per_pod=holders,
+            detail=f"needs {fit_nodes} nodes to hold the model, and {too_many}",
+        )  # fmt: skip
     node_speed = dpn * tokens_per_device * (CHECKPOINTING_SPEEDUP if ac else 1.0)
     deadline_nodes = 1
     if hours_left is not None:
         need = work.tokens * slowdown / (max(hours_left - startup, 1e-9) * 3600.0)
-        deadline_nodes = math.ceil(need / node_speed)
-        if deadline_nodes > 1:
-            deadline_nodes = math.ceil(need / (node_speed * multi_node))
+        deadline_nodes = speed.nodes_for(need, node_speed, multi_node)
     if work.nodes is not None:
         nodes = base = work.nodes
     else:
         base = max(1, fit_nodes, deadline_nodes)
+        if max_nodes is not None and base > max_nodes:  # the deadline needs more nodes than the line runs
+            return Option(
+                Stage.DEADLINE, dpn, max_nodes, processes, ac, nodes_needed=max_nodes, fit_nodes=fit_nodes,
+                base_nodes=base, needed=base, limit=max_nodes, holders_per_pod=holders,
+            )  # fmt: skip
         if base > 1 and dpn < widest and work.devices_per_node is None:
             return None  # spanning nodes takes whole nodes; the widest count covers it
-        nodes = _batch_nodes(work, ranks, base)
+        nodes = _batch_nodes(work, holders, base)
     # On cpu pools a device is a worker slot and ranks of one job may share a node (see the engine).
     needed = math.ceil(nodes * dpn / pool.devices_per_node) if pool.family == "cpu" else nodes
-    sizes = {"nodes_needed": needed, "fit_nodes": fit_nodes, "base_nodes": base}
-    if work.batch_size % (nodes * ranks * work.micro_batch):
-        return Option(Stage.BATCH, dpn, nodes, ranks, ac, **sizes)
-    need_gib = (work.state_bytes / (nodes * ranks) + fixed) * ranks / dpn / GIB
+    sizes = {"nodes_needed": needed, "fit_nodes": fit_nodes, "base_nodes": base, "holders_per_pod": holders}
+    if work.batch_size % (nodes * holders * work.micro_batch):
+        return Option(Stage.BATCH, dpn, nodes, processes, ac, **sizes)
+    need_gib = memory.per_holder(nodes * holders) * holders / dpn / GIB
     if need_gib > usable_gib:
-        return Option(Stage.MEMORY, dpn, nodes, ranks, ac, need_gib, usable_gib, **sizes)
-    tps = nodes * node_speed * (multi_node if nodes > 1 else 1.0)
+        return Option(Stage.MEMORY, dpn, nodes, processes, ac, need_gib, usable_gib, **sizes)
+    tps = nodes * node_speed * multi_node(nodes)
     hours = startup + work.tokens / (tps * 3600.0) * slowdown
     price = nodes * dpn / pool.devices_per_node * pool.price_per_node_hour
     cost = price * hours
@@ -424,7 +570,7 @@ def _training_option(
         Stage.DEADLINE if late else Stage.OK,
         dpn,
         nodes,
-        ranks,
+        processes,
         ac,
         need_gib,
         usable_gib,
@@ -446,39 +592,56 @@ def _batch_nodes(work: Workload, ranks: int, nodes: int) -> int:
     return nodes
 
 
-def _inference(work: Workload, pool: PoolType, defaults: Defaults) -> tuple[Option, ...]:
+def _inference(work: Workload, pool: PoolType, defaults: Defaults, rates: Rates) -> tuple[Option, ...]:
     counts = _device_counts(work, pool)
     if counts is None:
         return (Option(Stage.DEVICES, work.devices_per_node or 0, 0, needed=work.devices_per_node or 0),)
+    refused = pool.refusal("inference")
+    if refused is not None:
+        return (Option(Stage.UNSUPPORTED, work.devices_per_node or 0, 0, detail=refused),)
     device = pool.device
     usable_gib = device.memory_gib * defaults.usable_memory_fraction
     replicas = work.replicas
     found = []
     for dpn in counts:
-        ranks = pool.processes_per_pod(dpn)
+        degree = pool.tensor_parallel(dpn)
         nodes = -(-replicas // (pool.devices_per_node // dpn))
-        need_gib = (work.weights_bytes + work.kv_bytes) * INFERENCE_OVERHEAD / dpn / GIB
+        need_gib = _inference_need_gib(work, pool, dpn, degree)
+        if need_gib is None:
+            detail = _no_split(work, pool, degree)
+            found.append(Option(Stage.UNSUPPORTED, dpn, replicas, degree, nodes_needed=nodes, detail=detail))
+            continue
         if need_gib > usable_gib:
             found.append(
-                Option(Stage.MEMORY, dpn, replicas, ranks, False, need_gib, usable_gib, nodes_needed=nodes)
+                Option(Stage.MEMORY, dpn, replicas, degree, False, need_gib, usable_gib, nodes_needed=nodes)
             )
             continue
         # A decode step reads the weights and the live KV cache once, and computes one token per sequence.
-        bandwidth = dpn * device.memory_bandwidth_tbs * 1e12 * defaults.inference_bandwidth_efficiency
-        memory_time = (work.weights_bytes + KV_TRAFFIC * work.kv_bytes) / bandwidth
-        compute_time = (
-            work.max_batch * work.flops_per_token / (dpn * device.peak_tflops * 1e12 * device.efficiency)
+        step = speed.decode_step(
+            bytes_read=work.weights_bytes + KV_TRAFFIC * work.kv_bytes,
+            flops=work.max_batch * work.flops_per_token,
+            devices=dpn,
+            device=device,
+            precision=SERVING_PRECISION,
+            speed=rates,
+            replica_retention=rates.replica_retention,
+            factor=rates.factor,
         )
-        tps = replicas * work.max_batch / max(memory_time, compute_time)
+        per_sequence = 1.0 / step.seconds
+        tps = replicas * work.max_batch * per_sequence
         price = replicas * dpn / pool.devices_per_node * pool.price_per_node_hour
-        target = work.target_tokens_per_second
-        slow = target is not None and tps < target
+        target, floor = work.target_tokens_per_second, work.min_tokens_per_second_per_sequence
+        stage, limit = Stage.OK, 0.0
+        if per_sequence < floor:
+            stage, limit = Stage.LATENCY, floor
+        elif target is not None and tps < target:
+            stage, limit = Stage.THROUGHPUT, target
         found.append(
             Option(
-                Stage.THROUGHPUT if slow else Stage.OK,
+                stage,
                 dpn,
                 replicas,
-                ranks,
+                degree,
                 False,
                 need_gib,
                 usable_gib,
@@ -488,7 +651,29 @@ def _inference(work: Workload, pool: PoolType, defaults: Defaults) -> tuple[Opti
                 None,
                 price / (tps * 3600.0) * 1e6,
                 nodes_needed=nodes,
-                limit=target if slow and target is not None else 0.0,
+                limit=limit,
+                tokens_per_second_per_sequence=per_sequence,
             )
         )
     return tuple(found)
+
+
+def _inference_need_gib(work: Workload, pool: PoolType, dpn: int, degree: int) -> float | None:
+    """GiB per device of one replica on `dpn` devices at the engine's `degree` (None: it cannot split)."""
+    row = pool.capability.serving
+    assert row is not None
+    held = inference_rank_bytes(
+        work.shape, row, degree, max_batch=work.max_batch, context_length=work.context_length
+    )
+    if held is None:
+        return None
+    return sum(held) * INFERENCE_OVERHEAD * degree / dpn / GIB
+
+
+def _no_split(work: Workload, pool: PoolType, degree: int) -> str:
+    shape, row = work.shape, pool.capability.serving
+    engine = row.engine if row else pool.line
+    return (
+        f"{engine} cannot split {shape.heads} heads, {shape.kv_heads} KV heads and an MLP of "
+        f"{shape.intermediate} into {degree} tensor-parallel ranks"
+    )

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llama_operator.planning.decision import Candidate, Decision
+from llama_operator.planning.engines import serving_engine
 from llama_operator.planning.estimate import Option
 from llama_operator.planning.inventory import PoolState
 from llama_operator.planning.pools import PoolType
-from llama_operator.planning.slots import Slots
+from llama_operator.planning.resources import pod_requests
+from llama_operator.planning.slots import Slots, need_of
 from llama_operator.planning.workload import Workload
 
 
@@ -82,6 +84,9 @@ def candidates(work: Workload, evals: list[PoolEval], chosen: PoolEval | None) -
         else:
             rank = (4, 0, 0, 0)
             verdict, note = ev.verdict, ev.note
+        if work.mode == "inference" and ptype is not None:
+            engine = f"served by {serving_engine(ptype.family, ptype.accelerator)}"
+            note = f"{note}; {engine}" if note else engine
         row = Candidate(
             pool=pool.name,
             accelerator=ptype.accelerator if ptype else "",
@@ -91,6 +96,7 @@ def candidates(work: Workload, evals: list[PoolEval], chosen: PoolEval | None) -
             nodes=shown.pods if shown else 0,
             fits=bool(shown and shown.fits),
             tokens_per_second=shown.tokens_per_second or None if shown else None,
+            tokens_per_second_per_sequence=shown.tokens_per_second_per_sequence or None if shown else None,
             hours=shown.hours if shown else None,
             price_per_hour=shown.price_per_hour or None if shown else None,
             cost=shown.cost if shown else None,
@@ -130,12 +136,35 @@ def blocked_note(ev: PoolEval, work: Workload) -> str:
     if ev.blocked == "CoolingDown":
         until = ev.pool.state.cooldown_until
         return f"cooling down until {until.isoformat() if until else '?'}"
-    per_pod = option.devices_per_node
-    if work.mode == "train":
-        room = sum(1 for f in ev.pool.slots.free.values() if f >= per_pod)
-        return f"needs {option.pods} node(s) with {per_pod} free devices, {room} have them"
-    room = sum(f // per_pod for f in ev.pool.slots.free.values())
-    return f"needs {option.pods} replica(s) of {per_pod} devices, room for {room}"
+    per_pod, slots, ptype = option.devices_per_node, ev.pool.slots, ev.pool.type
+    train = work.mode == "train"
+    devices = slots.nodes_with_room(per_pod) if train else slots.pods_with_room(per_pod)
+    more = ""
+    if devices >= option.pods and slots.host is not None and ptype is not None:
+        # The devices are there: something else the pods request is not (EFA, cpu, memory, pod slots).
+        need = need_of(pod_requests(ptype, per_pod, train and option.pods > 1).vector(), ptype.resource_name)
+        room = slots.nodes_with_room(per_pod, need) if train else slots.pods_with_room(per_pod, need)
+        what = f"{devices} have the devices" if train else f"devices for {devices}"
+        more = f" ({what}, not all of {_needs(need)} too)"
+        devices = room
+    if train:
+        return f"needs {option.pods} node(s) with {per_pod} free devices, {devices} have them{more}"
+    return f"needs {option.pods} replica(s) of {per_pod} devices, room for {devices}{more}"
+
+
+def _needs(need: tuple[tuple[str, int], ...]) -> str:
+    """What a pod asks for besides its devices, for people: "1 vpc.amazonaws.com/efa, 21.6 cpu, ..."."""
+    shown = []
+    for resource, amount in need:
+        if resource == "pods":
+            continue
+        if resource == "cpu":
+            shown.append(f"{amount / 1000:g} cpu")
+        elif resource in ("memory", "ephemeral-storage"):
+            shown.append(f"{amount / 2**30:.1f}Gi {resource}")
+        else:
+            shown.append(f"{amount} {resource}")
+    return ", ".join(shown) or "the pod slots"
 
 
 def rejection(key: str, work: Workload, evals: list[PoolEval], candidates: tuple[Candidate, ...]) -> Decision:

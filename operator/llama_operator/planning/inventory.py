@@ -13,7 +13,11 @@ from llama_operator.api.pool import AcceleratorPoolSpec
 @dataclass(frozen=True, slots=True)
 class NodeState:
     """One node of a pool. For cpu pools devices are worker pod slots: leave allocatable_devices None (the
-    pool's devicesPerNode) and count in used_devices the slots held by llamaop workers on the node."""
+    pool's devicesPerNode) and count in used_devices the slots held by llamaop workers on the node.
+
+    Devices are one axis; everything else a worker pod requests (EFA, cpu, memory, pod slots: see
+    planning.resources) is booked against `allocatable` minus `requested` where the node's allocatable is
+    known. Without it (the simulator, `llamaop plan`) only devices are booked."""
 
     name: str
     pool: str
@@ -23,6 +27,11 @@ class NodeState:
     """None = the pool's devicesPerNode."""
     used_devices: int = 0
     """Devices requested by pods bound to the node (any pods, not only llamaop's)."""
+    allocatable: Mapping[str, int] | None = None
+    """The node's status.allocatable in planning.resources' units; None = unknown (devices only)."""
+    requested: Mapping[str, int] = field(default_factory=dict)
+    """What the pods holding the node request (lifecycle.usage), `pods` slots included. The pool's device
+    resource is read from used_devices, not from here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +41,9 @@ class PoolState:
     nodes: tuple[NodeState, ...] = ()
     cooldown_until: datetime | None = None
     """The engine avoids the pool until then (set after a failover off it)."""
-    observed_throughput: Mapping[str, float] = field(default_factory=dict)
-    """Training tokens/s per device by preset, measured on this pool; beats the catalog."""
+    learned: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    """(mode, precision) -> factor on the calibrated speed, learned from jobs finished on this pool
+    (planning/learning.py)."""
 
     def capacity_nodes(self) -> int:
         """Most nodes the pool can ever offer: maxNodes, else the nodes it has."""
@@ -45,6 +55,8 @@ class Inventory:
     pools: Sequence[PoolState]
     promised: Mapping[str, int] = field(default_factory=dict)
     """Node name -> devices promised to placed jobs whose pods are not bound yet."""
+    promised_requests: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Node name -> the rest of what those pods will request (EFA, cpu, memory, pods), same units."""
 
     @classmethod
     def empty(cls, pools: Mapping[str, AcceleratorPoolSpec], *, nodes_per_pool: int = 4) -> Inventory:

@@ -1,8 +1,12 @@
-"""Llama arithmetic: parameters from dimensions, FLOPs per token, and memory per rank.
+"""Llama arithmetic: parameters from dimensions, FLOPs per token, and memory per shard holder.
 
-Memory follows what the runtime does (issue 5): FSDP-style full sharding of parameters, gradients and
-Adam state over every rank of the job; activations and the unsharded layer being computed stay per rank.
-Inference shards the weights and KV cache of one replica over its devices (tensor parallel).
+Memory follows what the runtime does, as its capability row (llama_runtime.capabilities) states: the
+training state is sharded (or not) by the row's `sharding` over every shard holder of the job (a
+torchrun process, or a NeuronCore of the XLA SPMD mesh); each holder also keeps the gathered layers, its
+micro batch's activations (with the attention scores where the row materialises them) and one chunk of
+the loss's logits. Inference splits one replica's weights and KV cache over its tensor-parallel degree,
+with the heads the engine pads or replicates to run that degree. The constants are checked against
+measured runs in tests/runtime/test_memory.py (docs/memory.md).
 """
 
 from __future__ import annotations
@@ -12,13 +16,26 @@ from dataclasses import dataclass
 from llama_operator.api.job import ModelSpec
 from llama_operator.api.presets import PRESETS, ModelDimensions
 from llama_operator.api.types import Precision
+from llama_runtime.capabilities import LOSS_CHUNK, Serving, Training, shardable_heads
 
 GIB = 1024**3
 
 # fp32 master weights (4) + gradients (4) + Adam m and v (8); bf16 keeps fp32 masters too.
 TRAINING_STATE_BYTES_PER_PARAM = 16
-# Logits in compute dtype, their fp32 copy for the loss, and its gradient: bytes per logit.
+OPTIMIZER_BYTES_PER_PARAM = 8
+# Per logit of the loss at its peak (the start of backward): the logits in compute dtype plus two fp32
+# tensors (log-softmax, its gradient); 10 in bf16. Measured: 12 in fp32 (docs/memory.md).
 LOGIT_BYTES = 10
+LOGIT_FP32_BYTES = LOGIT_BYTES - 2
+# Values kept for backward per token of one decoder layer, in units of hidden (norm inputs and outputs,
+# q, attention output, o_proj input, the residuals), KV width (k, v) and MLP width (gate, up, their
+# product, the activation). Measured with saved-tensor tracking: 8 x hidden + 2 x kv + 4 x intermediate.
+LAYER_HIDDEN, LAYER_KV, LAYER_MLP = 8, 2, 4
+# Outside the layers: the embedding output and the final norm's input and output.
+OUTER_HIDDEN = 3
+# A recomputed layer's activations plus the gradients flowing through it, in units of its activations
+# (measured 1.4-1.5, docs/memory.md).
+RECOMPUTE_FACTOR = 1.5
 # Fraction of the KV cache counted in a decode step's memory traffic (a half-full cache on average).
 KV_TRAFFIC = 0.5
 
@@ -98,37 +115,110 @@ def inference_flops_per_token(shape: LlamaShape, context_length: int) -> float:
     return 2.0 * shape.parameters + 2.0 * shape.layers * shape.hidden * context_length
 
 
-def training_state_bytes(shape: LlamaShape) -> float:
-    """Parameters, gradients and optimizer state of the whole model, sharded over all ranks."""
-    return float(TRAINING_STATE_BYTES_PER_PARAM * shape.parameters)
+@dataclass(frozen=True, slots=True)
+class TrainingMemory:
+    """Bytes one shard holder keeps while training: `sharded` is the whole job's state that splits over
+    the holders; the rest each holder keeps whatever their number."""
+
+    sharded: float
+    replicated: float
+    """State every holder keeps whole (all of it when the row replicates)."""
+    gathered: float
+    """Unsharded at a time: the root's parameters and gradient, and one decoder layer's all-gather
+    buffer, parameters, gradient and reduce-scatter buffer (measured: docs/memory.md)."""
+    activations: float
+    """Kept from forward to backward by one micro batch: every layer's activations (with checkpointing,
+    only each layer's input), the embeddings and final norm, and materialised scores of kept layers."""
+    logits: float
+    """One loss chunk's logits, their fp32 log-softmax and gradients, at the start of backward."""
+    recompute: float = 0.0
+    """With checkpointing, a recomputed layer and the gradients through it, later in backward."""
+    scores: float = 0.0
+    """Of `activations` and `recompute`, the materialised attention scores."""
+
+    def per_holder(self, holders: int) -> float:
+        return self.sharded / max(holders, 1) + self.fixed
+
+    @property
+    def working(self) -> float:
+        """Backward's transient peak: the loss chunk first, then (checkpointing) one recomputed layer."""
+        return max(self.logits, self.recompute)
+
+    @property
+    def fixed(self) -> float:
+        """What no number of holders shrinks."""
+        return self.replicated + self.gathered + self.activations + self.working
 
 
-def training_rank_bytes(
+def training_memory(
     shape: LlamaShape,
+    row: Training,
     *,
     micro_batch: int,
     sequence_length: int,
     precision: Precision,
     activation_checkpointing: bool,
-) -> float:
-    """Per-rank memory that does not shrink with more ranks: the gathered layers (current and prefetched,
-    weights and gradients), activations of one micro batch, and the logits."""
-    el = element_bytes(precision)
-    gathered = 2 * 2 * shape.layer_parameters * el
-    layer_activations = (6 * shape.hidden + 2 * shape.kv_width + 4 * shape.intermediate) * el
-    if activation_checkpointing:
-        per_token = shape.layers * shape.hidden * el + layer_activations
+) -> TrainingMemory:
+    """What the runtime line of `row` holds per shard holder for one micro batch of `micro_batch` x
+    `sequence_length` tokens, in the precision the line really computes in."""
+    el = element_bytes(row.precision_for(precision))  # type: ignore[arg-type]
+    state = float(TRAINING_STATE_BYTES_PER_PARAM * shape.parameters)
+    if row.sharding == "full":
+        sharded, replicated = state, 0.0
+    elif row.sharding == "optimizer":
+        sharded = float(OPTIMIZER_BYTES_PER_PARAM * shape.parameters)
+        replicated = state - sharded
     else:
-        per_token = shape.layers * layer_activations
+        sharded, replicated = 0.0, state
+    root = shape.parameters - shape.layers * shape.layer_parameters
+    layer_params = shape.layer_parameters
+    # FSDP2 keeps the root (embeddings, final norm, head) unsharded all step, and its gradient from the
+    # loss on; a layer is at once all-gathered, unsharded, and its gradient unsharded and reduce-scattered.
+    gathered = ((2 * root + 4 * layer_params) * el) if row.sharding == "full" else 0.0
     tokens = micro_batch * sequence_length
-    return gathered + tokens * per_token + tokens * shape.vocab * LOGIT_BYTES
+    per_token = LAYER_HIDDEN * shape.hidden + LAYER_KV * shape.kv_width + LAYER_MLP * shape.intermediate
+    layer = float(tokens * per_token * el)
+    scores = 0.0
+    if row.attention == "materialized":
+        # The fp32 softmax of [micro, heads, seq, seq] and (below fp32) its copy in compute dtype.
+        scores = float(micro_batch * shape.heads * sequence_length**2 * (4 + (el if el < 4 else 0)))
+    outer = tokens * OUTER_HIDDEN * shape.hidden * el
+    if activation_checkpointing:
+        activations = tokens * shape.layers * shape.hidden * el + outer
+        recompute = RECOMPUTE_FACTOR * (layer + scores)
+        scores *= RECOMPUTE_FACTOR
+    else:
+        scores *= shape.layers
+        activations, recompute = shape.layers * layer + scores + outer, 0.0
+    positions = min(sequence_length, LOSS_CHUNK) if row.chunked_loss else sequence_length
+    logits = micro_batch * positions * shape.vocab * (el + LOGIT_FP32_BYTES)
+    return TrainingMemory(sharded, replicated, gathered, activations, logits, recompute, scores)
 
 
 def inference_replica_bytes(
     shape: LlamaShape, *, max_batch: int, context_length: int, precision: Precision = "bf16"
 ) -> tuple[float, float]:
-    """(weights, full KV cache) of one replica in bytes."""
+    """(weights, full KV cache) of one replica in bytes, as the model defines them (no padding)."""
     el = element_bytes(precision)
     weights = float(shape.parameters * el)
     kv_cache = float(2 * shape.layers * shape.kv_width * context_length * max_batch * el)
+    return weights, kv_cache
+
+
+def inference_rank_bytes(
+    shape: LlamaShape, row: Serving, degree: int, *, max_batch: int, context_length: int
+) -> tuple[float, float] | None:
+    """(weights, KV cache) one of a replica's `degree` tensor-parallel ranks holds, in the precision the
+    engine serves in, counting the heads it pads or replicates; None if the engine cannot run `degree`."""
+    heads = shardable_heads(row, degree, shape.heads, shape.kv_heads, shape.intermediate)
+    if heads is None:
+        return None
+    q_heads, kv_heads = heads
+    el = element_bytes(row.precision)  # type: ignore[arg-type]
+    d = shape.head_dim
+    attention = 2 * shape.hidden * q_heads * d + 2 * shape.hidden * kv_heads * d
+    layer = attention + 3 * shape.hidden * shape.intermediate + 2 * shape.hidden
+    root = shape.parameters - shape.layers * shape.layer_parameters
+    weights = float((root + shape.layers * layer) * el) / degree
+    kv_cache = float(2 * shape.layers * kv_heads * d * context_length * max_batch * el) / degree
     return weights, kv_cache

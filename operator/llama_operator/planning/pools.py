@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llama_operator.api.pool import AcceleratorPoolSpec
-from llama_operator.api.types import CapacityType, Family
+from llama_operator.api.types import CapacityType, Family, Mode
 from llama_operator.catalog import Accelerator, Catalog
+from llama_runtime import capabilities
+from llama_runtime.capabilities import Capability, Line
 
 Backend = Literal["neuron", "cuda", "cpu"]
 
@@ -42,6 +44,8 @@ class PoolType:
     """Host vCPUs per device (for cpu pools: per pod slot); worker requests scale with devices."""
     memory_gib_per_device: float
     """Host memory per device, likewise."""
+    line: Line = "cpu"
+    """The runtime line the pool's image runs (capabilities.line_for its family and accelerator)."""
 
     @property
     def backend(self) -> Backend:
@@ -51,9 +55,37 @@ class PoolType:
     def price_per_device_hour(self) -> float:
         return self.price_per_node_hour / self.devices_per_node
 
-    def processes_per_pod(self, devices: int) -> int:
-        """torchrun processes of a pod with `devices` devices (cpu: one, whatever its slots)."""
-        return devices * self.device.ranks_per_device or 1
+    @property
+    def capability(self) -> Capability:
+        """What the runtime does on this pool: the row the memory model and the launch follow."""
+        return capabilities.CAPABILITIES[self.line]
+
+    @property
+    def cores_per_device(self) -> int:
+        """NeuronCores per device (logical cores on trn2; the catalog's ranksPerDevice); 0 off Neuron."""
+        return self.device.ranks_per_device if self.family == "neuron" else 0
+
+    def processes_per_pod(self, devices: int, mode: Mode = "train") -> int:
+        """torchrun processes of a pod with `devices` devices, as the line runs `mode`."""
+        cap = self.capability
+        row = cap.training if mode == "train" else cap.serving
+        if row is None:
+            return 0
+        return capabilities.processes_per_pod(row.processes, devices, self.cores_per_device)
+
+    def shard_holders(self, devices: int) -> int:
+        """Training: holders of a state shard and a micro batch each in one pod (0: no training)."""
+        row = self.capability.training
+        return capabilities.shard_holders_per_pod(row, devices, self.cores_per_device) if row else 0
+
+    def tensor_parallel(self, devices: int) -> int:
+        """Inference: the tensor-parallel degree of a replica on `devices` devices."""
+        row = self.capability.serving
+        return capabilities.tensor_parallel_degree(row, devices, self.cores_per_device) if row else 0
+
+    def refusal(self, mode: Mode, precision: str | None = None) -> str | None:
+        """Why the runtime cannot run `mode` here at all (the row's sentence), or None."""
+        return capabilities.refusal(self.family, self.accelerator, mode, precision)
 
 
 def _default_counts(devices: int) -> tuple[int, ...]:
@@ -112,4 +144,5 @@ def resolve_pool(spec: AcceleratorPoolSpec, catalog: Catalog) -> PoolType:
         max_nodes=spec.max_nodes,
         vcpus_per_device=vcpus,
         memory_gib_per_device=memory,
+        line=capabilities.line_for(device.family, accelerator),
     )

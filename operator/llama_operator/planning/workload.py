@@ -36,16 +36,17 @@ class Workload:
     micro_batch: int = 1
     precision: Precision = "bf16"
     activation_checkpointing: bool | None = None
-    state_bytes: float = 0.0
-    rank_bytes: tuple[float, float] = (0.0, 0.0)
-    """Per-rank bytes without and with activation checkpointing."""
     flops_per_token: float = 0.0
     # inference
     replicas: int = 0
     max_batch: int = 0
+    context_length: int = 0
     weights_bytes: float = 0.0
     kv_bytes: float = 0.0
+    """Weights and full KV cache of one replica as the model defines them (the speed model's bytes;
+    what each rank holds depends on the pool's engine: llama.inference_rank_bytes)."""
     target_tokens_per_second: float | None = None
+    min_tokens_per_second_per_sequence: float = 0.0
 
     def without_caps(self) -> Workload:
         """The same work with no price or cost cap (the engine applies those per pool)."""
@@ -95,16 +96,6 @@ def workload_of(spec: LlamaJobSpec, created: datetime | None = None) -> Workload
         if spec.training is None:
             raise ValueError("mode train needs spec.training")
         t = spec.training
-
-        def rank_bytes(ac: bool) -> float:
-            return llama.training_rank_bytes(
-                shape,
-                micro_batch=t.micro_batch,
-                sequence_length=t.sequence_length,
-                precision=t.precision,
-                activation_checkpointing=ac,
-            )
-
         return replace(
             base,
             tokens=t.total_tokens(),
@@ -113,8 +104,6 @@ def workload_of(spec: LlamaJobSpec, created: datetime | None = None) -> Workload
             micro_batch=t.micro_batch,
             precision=t.precision,
             activation_checkpointing=t.activation_checkpointing,
-            state_bytes=llama.training_state_bytes(shape),
-            rank_bytes=(rank_bytes(False), rank_bytes(True)),
             flops_per_token=llama.training_flops_per_token(shape, t.sequence_length),
         )
     serve = spec.serving()
@@ -125,8 +114,10 @@ def workload_of(spec: LlamaJobSpec, created: datetime | None = None) -> Workload
         base,
         replicas=serve.replicas,
         max_batch=serve.max_batch,
+        context_length=serve.context_length,
         weights_bytes=weights,
         kv_bytes=kv,
         flops_per_token=llama.inference_flops_per_token(shape, serve.context_length),
         target_tokens_per_second=serve.target_tokens_per_second,
+        min_tokens_per_second_per_sequence=serve.min_tokens_per_second_per_sequence,
     )

@@ -38,6 +38,11 @@ def _field(name: str, path: str) -> EnvVar:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
+def _resource(name: str, resource: str) -> EnvVar:
+    """A resource of this container through the downward API (whole units, rounded up)."""
+    return {"name": name, "valueFrom": {"resourceFieldRef": {"resource": resource, "divisor": "1"}}}
+
+
 def model_value(plan: WorkerPlan) -> str:
     """A preset name as-is; explicit dimensions as compact, key-sorted JSON (stable across renders)."""
     if isinstance(plan.model, str):
@@ -71,42 +76,46 @@ def master_addr(plan: WorkerPlan) -> str:
     return f"{pod}.{rendezvous_service_name(plan.job_name, plan.attempt)}"
 
 
+# Every worker starts through the runtime's launcher, which counts the devices the container was given
+# and then runs torchrun, the runtime's server or vLLM on them (llama_runtime/launch.py).
+LAUNCH = ("python3", "-m", "llama_runtime", "launch")
+# Where each engine answers the probes (all on the job's port): the runtime's /healthz; vLLM's /health
+# (also behind NxD Inference through vLLM's Neuron plugin), 200 once the engine is up.
+HEALTH_PATHS = {"llama-runtime": "/healthz", "vllm": "/health", "nxd-inference": "/health"}
+NXD_ARTIFACTS_SUBDIR = "nxd-inference"
+
+
 def train_command(plan: WorkerPlan, rank: int) -> list[str]:
+    """torchrun's rendezvous flags; the launcher adds nproc_per_node from the devices it finds."""
     return [
-        "torchrun",
+        *LAUNCH,
+        "train",
         f"--nnodes={plan.replicas}",
-        f"--nproc_per_node={plan.nproc_per_node}",
         f"--node_rank={rank}",
         f"--master_addr={master_addr(plan)}",
         f"--master_port={plan.training.rdzv_port}",
-        "-m",
-        "llama_runtime",
-        "train",
     ]
 
 
 def serve_command(plan: WorkerPlan) -> list[str]:
-    return ["python", "-m", "llama_runtime", "serve"]
+    return [*LAUNCH, "serve"]
 
 
-def _core_range(count: int) -> str:
-    return "0" if count == 1 else f"0-{count - 1}"
+def health_path(plan: WorkerPlan) -> str:
+    return HEALTH_PATHS[plan.engine]
 
 
 def neuron_env(plan: WorkerPlan) -> list[EnvVar]:
-    """Neuron runtime and compiler settings for the NeuronCores of the pod's devices.
+    """Neuron compiler settings and the core layout of the pod's devices, and never which cores.
 
-    The device plugin exposes only the allocated devices, so the container numbers its cores from 0.
-    Under torchrun, torch-neuronx hands the i-th visible core to local rank i, so the pod-wide range is
-    right for training too; NEURON_RT_NUM_CORES is only for the single serving process, since each
-    training process inheriting it would ask for every core.
+    The Neuron device plugin and scheduler extension choose the devices and set NEURON_RT_VISIBLE_CORES
+    for the container (Neuron docs, "Neuron Scheduler Extension Flow Diagram": `--device=/dev/neuron1
+    --env NEURON_RT_VISIBLE_CORES=2,3`); a fixed 0-11 here would make two replicas on one node claim the
+    same cores. The launcher counts the cores it was given, with cores per device to check the count.
     """
     if plan.neuron is None:
         return []
-    cores = plan.neuron_cores_per_pod
-    env = [_value("NEURON_RT_VISIBLE_CORES", _core_range(cores))]
-    if plan.mode == "inference":
-        env.append(_value("NEURON_RT_NUM_CORES", cores))
+    env = [_value(contract.CORES_PER_DEVICE, plan.neuron.logical_cores_per_device)]
     flags = list(plan.neuron.cc_flags)
     if plan.neuron.logical_nc_config is not None:
         # Compiler and runtime must agree on the logical core size.
@@ -114,8 +123,19 @@ def neuron_env(plan: WorkerPlan) -> list[EnvVar]:
         flags.append(f"--logical-nc-config={plan.neuron.logical_nc_config}")
     if flags:
         env.append(_value("NEURON_CC_FLAGS", " ".join(flags)))
-    env.append(_value(contract.NEURON_COMPILE_CACHE, neuron_compile_cache_dir(plan)))
+    cache = neuron_compile_cache_dir(plan)
+    env.append(_value(contract.NEURON_COMPILE_CACHE, cache))
+    if plan.engine == "nxd-inference":
+        # NxD Inference under vLLM keeps the compiled model here and reuses it on a restart.
+        env.append(_value("NEURON_COMPILED_ARTIFACTS", f"{cache}/{NXD_ARTIFACTS_SUBDIR}/{plan.job_name}"))
     return env
+
+
+def engine_env(plan: WorkerPlan) -> list[EnvVar]:
+    if plan.engine in ("vllm", "nxd-inference"):
+        # Nothing leaves the pod: vLLM would otherwise try to report usage statistics.
+        return [_value("VLLM_NO_USAGE_STATS", 1), _value("DO_NOT_TRACK", 1)]
+    return []
 
 
 def efa_env(plan: WorkerPlan) -> list[EnvVar]:
@@ -148,6 +168,8 @@ def worker_env(plan: WorkerPlan) -> list[EnvVar]:
     ]
     env += _optional(
         [
+            (contract.ACCELERATOR, plan.accelerator),
+            (contract.DEVICES, plan.devices_per_pod or None),
             (contract.MODEL_DIR, mounted_path(plan.model_dir, MODEL_MOUNT)),
             (contract.DATA_DIR, mounted_path(plan.data_dir, DATA_MOUNT)),
             (contract.PRECISION, plan.precision),
@@ -157,6 +179,8 @@ def worker_env(plan: WorkerPlan) -> list[EnvVar]:
             (contract.CHECKPOINT_DIR, checkpoint_dir(plan)),
         ]
     )
+    if plan.cpu_request:
+        env.append(_resource(contract.CPUS, "requests.cpu"))
     if plan.mode == "train":
         t = plan.training
         env += _optional(
@@ -178,13 +202,16 @@ def worker_env(plan: WorkerPlan) -> list[EnvVar]:
         i = plan.inference
         env += _optional(
             [
+                (contract.ENGINE, plan.engine),
                 (contract.PORT, i.port),
                 (contract.MAX_BATCH, i.max_batch),
                 (contract.MAX_NEW_TOKENS, i.max_new_tokens),
+                (contract.CONTEXT_LENGTH, i.context_length),
                 (contract.SERVED_MODEL_NAME, i.served_model_name),
             ]
         )
     env += neuron_env(plan)
+    env += engine_env(plan)
     env += efa_env(plan)
     # The root filesystem is read-only: point every cache a library may write at the /cache emptyDir.
     env += [

@@ -16,6 +16,13 @@ from llama_runtime import contract
 
 Mode = Literal["train", "inference"]
 Backend = Literal["cpu", "cuda", "neuron"]
+Engine = Literal["llama-runtime", "vllm", "nxd-inference"]
+"""What serves an inference pod (the capability table's `serving.engine`); training is always the runtime."""
+ENGINE_BACKENDS: dict[str, tuple[str, ...]] = {
+    "llama-runtime": ("cpu", "cuda", "neuron"),
+    "vllm": ("cuda",),
+    "nxd-inference": ("neuron",),
+}
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -172,6 +179,7 @@ class InferenceSettings:
     max_batch: int | None = None
     max_new_tokens: int | None = None
     served_model_name: str | None = None
+    context_length: int | None = None  # longest prompt + completion (vLLM's --max-model-len)
     # Loading weights (and compiling for Neuron) can take long; liveness waits until /healthz first answers.
     startup_timeout_seconds: int = 1800
 
@@ -210,8 +218,10 @@ class WorkerPlan:
     attempt: int = 0
     image_pull_policy: PullPolicy = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
-    devices_per_pod: int = 0
+    devices_per_pod: int = 0  # accelerators per pod; on CPU pools the worker slots (no resource request)
     resource_name: str | None = None  # nvidia.com/gpu, aws.amazon.com/neuron; None on CPU pools
+    accelerator: str = ""  # accelerator model (trainium1, h100, xeon-8vcpu): the capability row to run
+    engine: Engine = "llama-runtime"
     neuron: NeuronSettings | None = None  # required when backend == "neuron"
     efa_per_pod: int = 0
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -246,6 +256,12 @@ class WorkerPlan:
             raise ValueError(f"backend {self.backend!r} must be cpu, cuda or neuron")
         if self.attempt < 0:
             raise ValueError("attempt must be >= 0")
+        if self.engine not in ENGINE_BACKENDS:
+            raise ValueError(f"engine {self.engine!r} must be one of {', '.join(ENGINE_BACKENDS)}")
+        if self.mode == "train" and self.engine != "llama-runtime":
+            raise ValueError(f"training runs llama-runtime, not {self.engine}")
+        if self.backend not in ENGINE_BACKENDS[self.engine]:
+            raise ValueError(f"engine {self.engine} does not run on backend {self.backend}")
         if not self.image:
             raise ValueError("image is required")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
@@ -294,19 +310,3 @@ class WorkerPlan:
     def replicas(self) -> int:
         """Pods in this attempt: training nodes or inference replicas."""
         return len(self.node_names)
-
-    @property
-    def neuron_cores_per_pod(self) -> int:
-        """NeuronCores the runtime sees in one pod (logical cores on trn2); 0 off Neuron."""
-        if self.backend != "neuron" or self.neuron is None:
-            return 0
-        return self.devices_per_pod * self.neuron.logical_cores_per_device
-
-    @property
-    def nproc_per_node(self) -> int:
-        """torchrun processes per pod: one per GPU, one per NeuronCore, or one on CPU."""
-        if self.backend == "cuda":
-            return self.devices_per_pod
-        if self.backend == "neuron":
-            return self.neuron_cores_per_pod
-        return 1

@@ -17,6 +17,7 @@ from .env import (
     MODEL_MOUNT,
     SHM_DIR,
     TMP_DIR,
+    health_path,
     serve_command,
     train_command,
     worker_env,
@@ -47,7 +48,6 @@ Manifest = dict[str, Any]
 OWNER_API_VERSION = "llamaop.io/v1alpha1"
 OWNER_KIND = "LlamaJob"
 CONTAINER_NAME = "worker"
-HEALTH_PATH = "/healthz"
 
 
 def owner_reference(plan: WorkerPlan) -> Manifest:
@@ -306,9 +306,9 @@ def volumes_and_mounts(plan: WorkerPlan) -> tuple[list[Manifest], list[Manifest]
     return volumes, mounts
 
 
-def _probe(period: int, timeout: int, failures: int) -> Manifest:
+def _probe(path: str, period: int, timeout: int, failures: int) -> Manifest:
     return {
-        "httpGet": {"path": HEALTH_PATH, "port": "http"},
+        "httpGet": {"path": path, "port": "http"},
         "periodSeconds": period,
         "timeoutSeconds": timeout,
         "failureThreshold": failures,
@@ -342,9 +342,10 @@ def render_pod(plan: WorkerPlan, rank: int) -> Manifest:
         container["command"] = serve_command(plan)
         container["ports"] = [{"name": "http", "containerPort": plan.inference.port, "protocol": "TCP"}]
         startup_failures = max(1, math.ceil(plan.inference.startup_timeout_seconds / 10))
-        container["startupProbe"] = _probe(10, 5, startup_failures)
-        container["readinessProbe"] = _probe(5, 2, 3)
-        container["livenessProbe"] = _probe(10, 5, 3)
+        path = health_path(plan)
+        container["startupProbe"] = _probe(path, 10, 5, startup_failures)
+        container["readinessProbe"] = _probe(path, 5, 2, 3)
+        container["livenessProbe"] = _probe(path, 10, 5, 3)
         # A crashed server restarts in place and keeps its node; the operator sees CrashLoopBackOff.
         spec["restartPolicy"] = "Always"
     container |= {

@@ -7,11 +7,26 @@ import os
 from pathlib import Path
 
 from llama_runtime.backends.base import Backend, CpuBackend, CudaBackend, DistInfo, NeuronNativeBackend
+from llama_runtime.capabilities import Line
 from llama_runtime.errors import UserError
 
 NAMES = ("auto", "cpu", "cuda", "neuron", "xla")
 
-__all__ = ["NAMES", "Backend", "DistInfo", "detect", "select_backend"]
+__all__ = ["NAMES", "Backend", "DistInfo", "backend_class", "detect", "select_backend"]
+
+
+def backend_class(line: Line) -> type[Backend]:
+    """The class that runs a capability line (importing it needs torch, not torch-xla)."""
+    if line == "neuron-xla":
+        from llama_runtime.backends.xla import XlaBackend
+
+        return XlaBackend
+    classes: dict[str, type[Backend]] = {
+        "cpu": CpuBackend,
+        "cuda": CudaBackend,
+        "neuron-native": NeuronNativeBackend,
+    }
+    return classes[line]
 
 
 def _neuron_native() -> bool:

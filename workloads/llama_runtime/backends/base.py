@@ -15,6 +15,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from llama_runtime.capabilities import Line, Sharding, ShardUnit
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,16 @@ class DistInfo:
 
 
 class Backend:
-    """Eager PyTorch on one device type, FSDP2 across ranks. Subclasses set the device and collectives."""
+    """Eager PyTorch on one device type, FSDP2 across ranks. Subclasses set the device and collectives.
+
+    `line`, `sharding` and `shard_unit` are what this class really does; capabilities.CAPABILITIES
+    states the same for the planner, and tests/unit/test_capabilities.py keeps the two equal.
+    """
 
     name = "cpu"
+    line: Line = "cpu"
+    sharding: Sharding = "full"
+    shard_unit: ShardUnit = "process"
     device_type = "cpu"
     dist_backend = "gloo"
     default_precision = "fp32"
@@ -52,7 +62,41 @@ class Backend:
 
     @property
     def sharded(self) -> bool:
+        """The state is DTensor-sharded across torchrun ranks (each rank saves its own rows)."""
         return self.dist.world > 1
+
+    @property
+    def data_parallel(self) -> int:
+        """Holders of one micro batch each across the job: the ranks here, the mesh's devices on XLA."""
+        return self.dist.world
+
+    @property
+    def local_members(self) -> int:
+        """How many of those this process drives (it reads that many micro batches per forward)."""
+        return 1
+
+    def shard_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's sequences as the device wants them (XLA marks them split over the mesh)."""
+        return batch
+
+    def recompute(self, fn: object, *args: torch.Tensor) -> torch.Tensor:
+        """Activation checkpointing of one call (the chunked loss): recompute `fn` in backward."""
+        return checkpoint(fn, *args, use_reentrant=False)  # type: ignore[arg-type]
+
+    def layout(self, tensor: torch.Tensor) -> str:
+        """How `tensor` is laid out over the shard holders, for the logs (FSDP2: "S(0)")."""
+        placements = getattr(tensor, "placements", None)
+        return ",".join(map(str, placements)) if placements else "whole"
+
+    def shard_like(self, tensor: torch.Tensor, param: torch.Tensor) -> None:
+        """Give optimizer state created for `param` the same sharding (FSDP2's zeros_like already has)."""
+
+    def local_nbytes(self, tensor: torch.Tensor) -> int:
+        """Bytes of `tensor` one shard holder keeps (its local rows under FSDP2)."""
+        from llama_runtime.weights import local_rows
+
+        local = local_rows(tensor)[0]
+        return local.numel() * local.element_size()
 
     def init(self) -> None:
         if self.dist.world > 1 and not dist.is_initialized():
@@ -100,7 +144,7 @@ class Backend:
     ) -> None:
         fused = bool(optimizer.defaults.get("fused"))
         if max_norm > 0 and fused:
-            # Clipping folded into the fused kernel: it divides each gradient by `grad_scale` as it reads it
+            # Clipping folded into the fused kernel: it divides each gradient by `grad_scale` in its own pass
             # (the hook GradScaler uses), which spares clip_grad_norm_'s own pass over every gradient
             # (~3% of a 155M-parameter CPU step). Same result: clip_grad_norm_ multiplies by
             # min(1, max_norm / (norm + 1e-6)).
@@ -150,6 +194,7 @@ class CpuBackend(Backend):
 
 class CudaBackend(Backend):
     name = "cuda"
+    line: Line = "cuda"
     device_type = "cuda"
     dist_backend = "nccl"
     default_precision = "bf16"
@@ -172,6 +217,7 @@ class NeuronNativeBackend(Backend):
     """TorchNeuron (SDK 2.33+): a PrivateUse1 `neuron` device with eager mode, FSDP2 and its own compiler."""
 
     name = "neuron"
+    line: Line = "neuron-native"
     device_type = "neuron"
     dist_backend = "neuron"
     default_precision = "bf16"

@@ -2,6 +2,9 @@
 
 GET /healthz (200 once the model is loaded, 503 before), GET /metrics, GET /v1/models,
 POST /v1/completions and /v1/chat/completions. The port listens at once so probes see "loading".
+
+Under torchrun the replica is tensor parallel: rank 0 runs this server and the engine's batching; the
+other ranks load their shards and follow rank 0's batches (serve/group.py), with no HTTP of their own.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from llama_runtime.backends import DistInfo
 from llama_runtime.config import RunConfig
 from llama_runtime.log import Logger, make_logger
 from llama_runtime.metrics import ServeMetrics
@@ -215,6 +219,15 @@ def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
 def run(cfg: RunConfig) -> None:
     log = make_logger(cfg.log_level, job=cfg.job_name or None)
     metrics = ServeMetrics()
+    rank = DistInfo.from_env().rank
+    if rank != 0:  # a follower of a tensor-parallel replica: no HTTP, rank 0 shares the work
+        loaded = load_for_inference(cfg, log)
+        assert loaded.group is not None
+        loaded.group.barrier()
+        Engine(
+            loaded.model, loaded.tokenizer, loaded.device, cfg.max_batch, metrics, group=loaded.group
+        ).follow()
+        return
     service = Service(cfg, metrics, log)
     server = ThreadingHTTPServer((cfg.host, cfg.port), make_handler(service))
     server.daemon_threads = True
@@ -223,9 +236,19 @@ def run(cfg: RunConfig) -> None:
     log.info("listening", host=cfg.host, port=server.server_address[1])
     try:
         loaded = load_for_inference(cfg, log)
+        if loaded.group is not None:
+            loaded.group.barrier()  # ready means every rank holds its shard
         service.tokenizer = loaded.tokenizer
-        service.engine = Engine(loaded.model, loaded.tokenizer, loaded.device, cfg.max_batch, metrics)
-        log.info("ready", port=server.server_address[1], weights=loaded.source, device=str(loaded.device))
+        service.engine = Engine(
+            loaded.model, loaded.tokenizer, loaded.device, cfg.max_batch, metrics, group=loaded.group
+        )
+        log.info(
+            "ready",
+            port=server.server_address[1],
+            weights=loaded.source,
+            device=str(loaded.device),
+            tensor_parallel=loaded.group.world if loaded.group else 1,
+        )
         thread.join()
     except BaseException as e:
         service.error = str(e)

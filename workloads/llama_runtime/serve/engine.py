@@ -3,12 +3,17 @@
 One engine thread owns the model. It waits for a request, gathers whatever else arrives within a few
 milliseconds (up to max_batch), prefills the left-padded prompts together and decodes them together;
 finished sequences are dropped from the batch and the cache so the rest decode at full speed.
+
+A tensor-parallel replica runs this engine on every rank: rank 0's thread gathers the batch and shares
+it (serve/group.py), the other ranks `follow`, and every step uses the tokens rank 0 picked.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -19,7 +24,11 @@ from torch import nn
 from transformers import DynamicCache
 
 from llama_runtime.metrics import ServeMetrics
+from llama_runtime.serve.group import HEARTBEAT_SECONDS, IDLE, STOP, Group, request_fields
 from llama_runtime.tokenizer import Tokenizer
+
+# A failed batch leaves a tensor-parallel group's ranks at different steps; the pod restarts them all.
+EXIT_GROUP_BROKEN = 3
 
 
 @dataclass
@@ -56,14 +65,18 @@ class Engine:
         max_batch: int,
         metrics: ServeMetrics,
         gather_seconds: float = 0.005,
+        group: Group | None = None,
     ) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.max_batch, self.metrics, self.gather_seconds = max_batch, metrics, gather_seconds
+        self.group = group
         self.max_positions = int(model.config.max_position_embeddings)
         self._cache_kw = _cache_kwarg(model)
         self._queue: queue.Queue[Request | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if group is None or group.leader:
+            self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+            self._thread.start()
 
     def submit(self, request: Request) -> Future[Completion]:
         self._queue.put(request)
@@ -71,13 +84,36 @@ class Engine:
         return request.future
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    def follow(self) -> None:
+        """A follower rank: run every batch rank 0 shares until it says stop."""
+        assert self.group is not None and not self.group.leader
+        while True:
+            message = self.group.share()
+            if message == STOP:
+                return
+            if message != IDLE:
+                self.generate([Request(**fields) for fields in message])
+
+    def _next(self) -> Request | None:
+        """The next request; in a group, heartbeats to the followers while none comes."""
+        if self.group is None:
+            return self._queue.get()
+        while True:
+            try:
+                return self._queue.get(timeout=HEARTBEAT_SECONDS)
+            except queue.Empty:
+                self.group.share(IDLE)
 
     def _loop(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self._next()
             if first is None:
+                if self.group is not None:
+                    self.group.share(STOP)
                 return
             batch = [first]
             deadline = time.monotonic() + self.gather_seconds
@@ -92,10 +128,16 @@ class Engine:
                 batch.append(more)
             self.metrics.queue.set(self._queue.qsize())
             try:
+                if self.group is not None:
+                    self.group.share([request_fields(r) for r in batch])
                 results = self.generate(batch)
             except Exception as e:  # one bad batch must not take the server down
                 for r in batch:
                     r.future.set_exception(e)
+                if self.group is not None:
+                    message = f"a batch failed on rank 0 ({e!r}); the tensor-parallel group restarts"
+                    print(f"llama_runtime: error: {message}", file=sys.stderr, flush=True)
+                    os._exit(EXIT_GROUP_BROKEN)
                 continue
             for r, result in zip(batch, results, strict=True):
                 r.future.set_result(result)
@@ -147,7 +189,12 @@ class Engine:
         logits = self._forward(ids, mask, pos, cache)
         next_pos = pos[:, -1:] + 1
         while active:
-            picks = self._sample(logits, [requests[i] for i in active], [gens[i] for i in active])
+            if self.group is None or self.group.leader:
+                picks = self._sample(logits, [requests[i] for i in active], [gens[i] for i in active])
+            else:
+                picks = [0] * len(active)
+            if self.group is not None:
+                picks = self.group.tokens(picks)
             keep_rows = []
             for row, (i, token) in enumerate(zip(active, picks, strict=True)):
                 if token == self.tokenizer.eos_id:

@@ -1,0 +1,3 @@
+module llamaop.io/hack/kind/cni
+
+go 1.26.0
