@@ -58,9 +58,6 @@ class Scope:
     def full(self) -> bool:
         return self.keys is None
 
-    def includes(self, key: str) -> bool:
-        return self.keys is None or key in self.keys
-
 
 def waiting_pools(candidates: Iterable[tuple[str, str]]) -> frozenset[str]:
     """Pools a queued job could still be placed on, from its decision's (pool, verdict) rows."""
@@ -83,15 +80,6 @@ def _released(old: JobView | None, new: JobView | None) -> set[str]:
     """Nodes on which the job holds fewer devices than before."""
     before, after = _promise(old), _promise(new)
     return {name for name, devices in before.items() if after.get(name, 0) < devices}
-
-
-def _usage(pods: Sequence[PodView]) -> set[tuple[str, str, int, bool, tuple[tuple[str, float], ...]]]:
-    """What of a pod can hold devices on its node: progress annotations and readiness don't."""
-    return {
-        (p.name, p.node_name, p.attempt, p.terminal, tuple(sorted(p.requests.items())))
-        for p in pods
-        if p.node_name
-    }
 
 
 def _same(old: Sequence[object], new: Sequence[object]) -> bool:
@@ -182,11 +170,8 @@ class ChangeTracker:
             if new_use is not old_use and any(new_use.get(k, 0) < v for k, v in old_use.items()):
                 freed.add(name)
         for key in pods.keys() | seen.pods.keys():
-            new, old = pods.get(key, ()), seen.pods.get(key, ())
-            if _same(old, new):
-                continue
-            keys.add(key)
-            freed.update(node for _, node, *_ in _usage(old) - _usage(new))
+            if not _same(seen.pods.get(key, ()), pods.get(key, ())):
+                keys.add(key)  # what a worker gives back shows in the nodes' usage above
         seen_jobs, active, new = seen.jobs, self.active, 0
         for key, job in jobs.items():
             old_job = seen_jobs.get(key)
