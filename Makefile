@@ -6,7 +6,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help venv binaries debian image kind xla-env cluster-up cluster-down cluster-status demo test test-unit test-cluster \
-        test-runtime test-workers test-kind lint fmt crds bench clean
+        test-runtime test-workers test-bench test-kind lint fmt crds bench lock clean
 
 help:
 	@echo "make demo   - local cluster + operator + examples, shows where each job went and why"
@@ -15,6 +15,14 @@ help:
 
 venv:
 	@hack/setup-python.sh
+
+# Upgrade the pinned dependencies on purpose: uv.lock (the project's .venv) and the CPU worker image's
+# PyPI layer (workloads/images/cpu/requirements.lock, resolved on top of the image's Debian packages: needs
+# root and builds the image's base layer if it is not cached). Review and commit both.
+lock:
+	uv lock --upgrade
+	@hack/setup-python.sh
+	workloads/images/cpu/rootfs.sh --lock "$$(dirname "$$(dirname "$$(hack/cluster/build.sh --print-bindir)")")/workers/images/cpu"
 
 binaries:
 	@hack/cluster/build.sh >/dev/null
@@ -73,6 +81,9 @@ test-runtime: venv xla-env
 
 test-cluster: venv binaries
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
+
+test-bench: venv binaries
+	$(PY) -m pytest -m bench $(PYTEST_ARGS)
 
 test-workers: venv binaries debian
 	@hack/cluster.sh up --workers

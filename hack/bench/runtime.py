@@ -2,7 +2,8 @@
 
 Same model config and initial weights, batch, sequence length, dtype (fp32) and thread count; the
 two loops alternate step by step and the median step time counts, so machine noise hits both.
-Prints one line per config and the ratio (runtime / plain; > 1 means the runtime is faster).
+Prints one line per config and the ratio (runtime / plain; > 1 means the runtime is faster), by wall
+clock and by the CPU time each step took (the steadier figure on a shared machine).
 
     .venv/bin/python hack/bench/runtime.py [--threads N] [--rounds R] [--only NAME]
 """
@@ -82,23 +83,28 @@ def bench(name: str, spec: dict[str, Any], threads: int, rounds: int, compile_la
         position += spec["batch"]
 
     times: dict[str, list[float]] = {"runtime": [], "plain": []}
+    cpu: dict[str, list[float]] = {"runtime": [], "plain": []}
     for fn in (runtime_step, plain_step, runtime_step, plain_step):  # warm up allocators and kernels
         fn(0)
     # Alternate single steps and take medians: bursts of load from other processes hit both loops.
     for i in range(rounds * spec["steps"]):
         order = (("runtime", runtime_step), ("plain", plain_step))
         for label, fn in order if i % 2 else order[::-1]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(i)
             times[label].append(time.perf_counter() - t0)
+            cpu[label].append(time.process_time() - c0)
     tokens = spec["batch"] * spec["seq"]
     tps = {k: tokens / statistics.median(v) for k, v in times.items()}  # median step time
     ratio = tps["runtime"] / tps["plain"]
+    # CPU seconds of the process per step: what each loop costs, whatever else the machine runs.
+    cpu_ratio = statistics.median(cpu["plain"]) / statistics.median(cpu["runtime"])
     params = sum(p.numel() for p in trainer.model.parameters())
     label = name + (" compiled" if compile_layers else "")
     print(
         f"{label:27s} params={params / 1e6:7.1f}M batch={spec['batch']}x{spec['seq']} threads={threads} "
-        f"runtime={tps['runtime']:8.1f} tok/s  plain={tps['plain']:8.1f} tok/s  ratio={ratio:.3f}",
+        f"runtime={tps['runtime']:8.1f} tok/s  plain={tps['plain']:8.1f} tok/s  ratio={ratio:.3f} "
+        f"(CPU time ratio={cpu_ratio:.3f})",
         flush=True,
     )
     return ratio
@@ -111,6 +117,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=3, help="steps per loop = rounds x the config's steps")
     parser.add_argument("--only", choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, help="timed steps per round, instead of each config's own")
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -122,6 +129,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, fp32, {args.threads} threads, median step time of alternating steps")
     for name, spec in CONFIGS.items():
         if args.only in (None, name):
+            spec = {**spec, "steps": args.steps or spec["steps"]}
             bench(name, spec, args.threads, args.rounds, compile_layers=False)
             if args.compile:
                 bench(name, spec, args.threads, args.rounds, compile_layers=True)

@@ -44,13 +44,30 @@ k8s_ldflags() {
   echo "$f"
 }
 
+# helm's release build (its Makefile) stamps the Kubernetes version of its client-go module into the
+# binary; without it `helm template` assumes Kubernetes v1.20.0 and refuses charts that need newer.
+helm_ldflags() {
+  local minor
+  minor=$(sed -n 's/^[[:space:]]*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$here/gomod/helm/go.mod")
+  local f="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    f+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
+  echo "$f"
+}
+
 build() { # dir out package ldflags
+  if [[ -x "$bindir/$2" ]]; then return 0; fi
+  compile "$@"
+}
+
+compile() { # dir out package ldflags: replaces the binary in one rename (users of the old one keep it)
   local dir=$1 out=$2 pkg=$3 ldflags=$4
-  if [[ -x "$bindir/$out" ]]; then return 0; fi
   log "building $out from $pkg"
   local t0=$SECONDS
-  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$bindir/$out.tmp" "$pkg")
-  mv "$bindir/$out.tmp" "$bindir/$out"
+  # A temporary name of this process's own: two builds at once must not write one file.
+  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$bindir/$out.tmp.$$" "$pkg")
+  mv "$bindir/$out.tmp.$$" "$bindir/$out"
   log "built $out in $((SECONDS - t0))s"
 }
 
@@ -70,9 +87,12 @@ for c in $want; do
         build "$here/gomod/coredns" coredns . "-s -w"
         echo "$key" >"$bindir/coredns.key"
       fi ;;
-    helm)
-      [[ -x "$bindir/helm" ]] || { pin "$here/gomod/helm" helm.sh/helm/v3 "$HELM_VERSION"
-        build "$here/gomod/helm" helm helm.sh/helm/v3/cmd/helm "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"; } ;;
+    helm) # the ldflags live beside the binary: a helm built with others (older caches) is rebuilt once
+      if [[ ! -x "$bindir/helm" || $(cat "$bindir/helm.ldflags" 2>/dev/null) != "$(helm_ldflags)" ]]; then
+        pin "$here/gomod/helm" helm.sh/helm/v3 "$HELM_VERSION"
+        compile "$here/gomod/helm" helm helm.sh/helm/v3/cmd/helm "$(helm_ldflags)"
+        helm_ldflags >"$bindir/helm.ldflags"
+      fi ;;
     kwok|kwokctl)
       if [[ ! -x "$bindir/$c" ]]; then
         log "building $c v$KWOK_VERSION"

@@ -46,9 +46,8 @@ def helm() -> Path:
 
 
 def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # --kube-version: a helm built from its Go module assumes Kubernetes 1.20 without the release ldflags.
-    kube = ("--kube-version", VERSIONS["K8S_VERSION"])
-    return subprocess.run([str(helm), *args, *kube], capture_output=True, text=True, timeout=60)
+    # No --kube-version: build.sh stamps helm's release ldflags (the Kubernetes version of its client-go).
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=60)
 
 
 def render(helm: Path, *set_args: str, namespace: str = "ops") -> Docs:
@@ -70,6 +69,27 @@ def container(docs: Docs) -> dict[str, Any]:
 
 def pools(docs: Docs) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == "AcceleratorPool"}
+
+
+# ---------------------------------------------------------------- the helm build
+
+
+def test_helm_knows_the_kubernetes_version_of_its_client(helm: Path, tmp_path: Path) -> None:
+    """Without --kube-version, `helm template` assumes the Kubernetes version of the client-go it was built
+    with (helm's release ldflags), not v1.20.0, which the chart's kubeVersion constraint refuses."""
+    gomod = (ROOT / "hack/cluster/gomod/helm/go.mod").read_text()
+    minor = re.search(r"k8s.io/client-go v0\.(\d+)\.", gomod)
+    assert minor, "hack/cluster/gomod/helm/go.mod requires no k8s.io/client-go"
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
+        "data: {kube: '{{ .Capabilities.KubeVersion.Version }}'}\n"
+    )
+    proc = run_helm(helm, "template", "rel", str(chart))
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["data"]["kube"] == f"v1.{minor.group(1)}.0"
 
 
 # ---------------------------------------------------------------- files

@@ -1,8 +1,10 @@
 """The reconcile loop: snapshot the indexes, run the pure lifecycle, carry out its actions.
 
-Level-triggered: every pass looks at every job, so a missed or reordered watch event cannot leave a
-job stuck. Watch events only make the next pass come sooner. The loop remembers what it wrote until
-the watch shows it back (read-your-writes), so a lagging index never makes it decide twice.
+Level-triggered: a pass compares the whole snapshot with the last one and reconciles the jobs whose
+inputs changed (lifecycle/changes.py), and every `full_every` one pass looks at every job, so a missed or
+reordered watch event cannot leave a job stuck. Watch events only make the next pass come sooner. The
+loop remembers what it wrote until the watch shows it back (read-your-writes), so a lagging index never
+makes it decide twice.
 
 Pipelined: a pass only decides; each job's actions run in a task of their own, and a job whose task is
 still running sits out later passes. So a burst of placements never holds back the Running of jobs
@@ -37,6 +39,7 @@ from llama_operator.lifecycle.actions import (
     RecordThroughput,
     ReportUnschedulable,
 )
+from llama_operator.lifecycle.changes import ChangeTracker
 from llama_operator.lifecycle.snapshot import (
     Options,
     Planner,
@@ -62,6 +65,10 @@ class Written:
 
     raw: dict[str, Any]
     _status: LlamaJobStatus | None = None
+    behind: Any = None
+    """The last view found not to show this write yet: the same view need not be dumped again."""
+    shown: Any = None
+    """That view with this status: the same object on every pass, so the pass sees no change in it."""
 
     def status(self) -> LlamaJobStatus:
         if self._status is None:  # parsed once, not on every pass
@@ -76,6 +83,49 @@ class Indexes:
     nodes: Any
     jobs: Any
     pools: Any
+
+
+class JobTally:
+    """The llamaop_jobs and llamaop_accrued_cost_dollars gauges, kept by counting only the jobs that
+    changed (a count over 10,000 jobs on every pass would cost more than the pass)."""
+
+    PHASES = ("Queued", "Placed", "Running", "Succeeded", "Failed", "Suspended")
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, tuple[str, str], float]] = {}
+        self.phases: dict[str, int] = {}
+        self.costs: dict[tuple[str, str], float] = {}
+
+    @staticmethod
+    def row(job: JobView) -> tuple[str, tuple[str, str], float]:
+        return (
+            str(job.status.phase or "Queued"),
+            (job.namespace, job.status.pool or ""),
+            job.status.accrued_cost or 0.0,
+        )
+
+    def update(self, jobs: Mapping[str, JobView], keys: frozenset[str] | None, gone: frozenset[str]) -> None:
+        """Recount `keys` and `gone` (all jobs when keys is None) and set the gauges."""
+        if keys is None:
+            self.rows, self.phases, self.costs = {}, {}, {}
+        touched: set[tuple[str, str]] = set()
+        for key in jobs if keys is None else keys | gone:
+            job = jobs.get(key)
+            new = None if job is None else self.row(job)
+            for row, sign in ((self.rows.pop(key, None), -1), (new, 1)):
+                if row is None:
+                    continue
+                phase, pool_key, cost = row
+                self.phases[phase] = self.phases.get(phase, 0) + sign
+                if cost:
+                    self.costs[pool_key] = self.costs.get(pool_key, 0.0) + sign * cost
+                    touched.add(pool_key)
+            if new is not None:
+                self.rows[key] = new
+        for phase in self.PHASES:
+            metrics.JOBS.labels(phase).set(self.phases.get(phase, 0))
+        for namespace, pool in touched:
+            metrics.ACCRUED_COST.labels(namespace, pool).set(max(0.0, self.costs[(namespace, pool)]))
 
 
 def _values(index: Any) -> dict[Any, list[Any]]:
@@ -109,6 +159,9 @@ class Loop:
         self._quick: asyncio.Semaphore | None = None
         """Slots for plans that only write a status or an event (a job turning Running), so they never
         queue behind a burst of plans that create or delete workers."""
+        self.changes = ChangeTracker(full_every=timedelta(seconds=60))
+        """Scopes each pass to the jobs whose inputs changed; a full pass every minute as a safety net."""
+        self.tally = JobTally()
         self.pool_written: dict[str, dict[str, Any]] = {}
         self.pools_at = 0.0
         self.pool_every = 10.0
@@ -124,12 +177,21 @@ class Loop:
         self.kube, self.options, self.planner = kube, options, planner
 
     async def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.concurrency)
-        self._quick = asyncio.Semaphore(self.concurrency // 2)
+        self.prepare()
         self._task = asyncio.create_task(self._run(), name="llamaop-reconcile")
         assert self.kube is not None, "configure() the loop before starting it"
         self._podwatch_task = asyncio.create_task(self.podwatch.run(self.kube), name="llamaop-pods")
+
+    def prepare(self) -> None:
+        """What passes need, without the loop that runs them (a benchmark or a test calls pass_once)."""
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._quick = asyncio.Semaphore(self.concurrency // 2)
+
+    async def drain(self) -> None:
+        """Wait until the actions of every pass so far are carried out."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def stop(self) -> None:
         for task in (self._task, self._podwatch_task):
@@ -181,11 +243,12 @@ class Loop:
                 await asyncio.sleep(1)
 
     def snapshot(self, now: datetime) -> Snapshot:
+        """The indexes as they are now, with this process's writes the watch has not shown back yet."""
         assert self.indexes is not None
-        jobs: dict[str, JobView] = {}
-        for key, views in _values(self.indexes.jobs).items():
-            view: JobView = views[0]
-            jobs[key] = self._read_your_writes(key, view)
+        jobs: dict[str, JobView] = {key: next(iter(store)) for key, store in self.indexes.jobs.items()}
+        for key in list(self.written):
+            if key in jobs:
+                jobs[key] = self._read_your_writes(key, jobs[key])
         for key in list(self.written):
             if key not in jobs:
                 del self.written[key]
@@ -193,7 +256,6 @@ class Loop:
         pods, usage = self.podwatch.snapshot()
         nodes = {k: v[0] for k, v in _values(self.indexes.nodes).items()}
         pools = {k: v[0] for k, v in _values(self.indexes.pools).items()}
-        mark_seen(jobs, pods, self.seen_at, now)
         return Snapshot(
             now=now, jobs=jobs, pods=pods, nodes=nodes, pools=pools, usage=usage,
             created_at=self.created_at, seen_at=self.seen_at, explained_at=self.explained_at,
@@ -205,22 +267,34 @@ class Loop:
         written = self.written.get(key)
         if written is None:
             return view
-        if dump(view.status) == written.raw:
-            del self.written[key]
-            return view
-        return replace(view, status=written.status())
+        if written.behind is not view:  # a burst keeps hundreds of writes pending for several passes
+            if dump(view.status) == written.raw:
+                del self.written[key]
+                return view
+            written.behind, written.shown = view, replace(view, status=written.status())
+        return written.shown  # type: ignore[no-any-return]
 
     async def pass_once(self) -> None:
         assert self.options and self.planner and self.kube
         now = datetime.now(UTC)
+        t0 = time.perf_counter()
         snap = self.snapshot(now)
         self._pools = snap.pools
-        self._count_phases(snap)
-        for key, job in snap.jobs.items():
+        scope = self.changes.scope(snap)
+        # A job's phase and its pods' state change only with its view or its pods: both are in scope.
+        scoped = snap.jobs if scope.keys is None else {k: snap.jobs[k] for k in scope.keys if k in snap.jobs}
+        mark_seen(scoped, snap.pods, self.seen_at, now)
+        self.tally.update(snap.jobs, scope.keys, scope.gone)
+        started = time.monotonic()
+        for key, job in scoped.items():
             if job.status.phase in (None, "Queued"):
-                self.queued_since.setdefault(key, time.monotonic())
-        t0 = time.perf_counter()
-        plans = reconcile_all(snap, self.options, self.planner)
+                self.queued_since.setdefault(key, started)
+        try:
+            plans = reconcile_all(snap, self.options, self.planner, scope)
+        except Exception:
+            self.changes.reset()  # the next pass is a full one
+            raise
+        self.changes.record(snap, scope)
         metrics.PLAN_DURATION.observe(time.perf_counter() - t0)
         self.passes += 1
         for plan in plans:
@@ -239,20 +313,6 @@ class Loop:
             if self.pool_written.get(name) != status:
                 await self.kube.patch_pool_status(name, {**status, "lastUpdate": _iso(snap.now)})
                 self.pool_written[name] = status
-
-    def _count_phases(self, snap: Snapshot) -> None:
-        counts: dict[str, int] = {}
-        costs: dict[tuple[str, str], float] = {}
-        for job in snap.jobs.values():
-            phase = str(job.status.phase or "Queued")
-            counts[phase] = counts.get(phase, 0) + 1
-            if job.status.accrued_cost:
-                pool_key = (job.namespace, job.status.pool or "")
-                costs[pool_key] = costs.get(pool_key, 0.0) + job.status.accrued_cost
-        for phase in ("Queued", "Placed", "Running", "Succeeded", "Failed", "Suspended"):
-            metrics.JOBS.labels(phase).set(counts.get(phase, 0))
-        for (namespace, pool), cost in costs.items():
-            metrics.ACCRUED_COST.labels(namespace, pool).set(cost)
 
     def _start(self, plan: JobActions, now: datetime) -> None:
         """Carry out one job's actions in the background. The status they end in counts as written from

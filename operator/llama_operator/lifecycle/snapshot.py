@@ -11,6 +11,7 @@ from llama_operator.api import AcceleratorPool, LlamaJobStatus
 from llama_operator.api.types import Phase
 from llama_operator.catalog import Catalog
 from llama_operator.lifecycle.actions import CreateWorkers, JobActions, PatchStatus, RecordEvent
+from llama_operator.lifecycle.changes import Scope, waiting_pools
 from llama_operator.lifecycle.reconcile import JobContext, Settings, reconcile_job, refresh_cost
 from llama_operator.lifecycle.status import ACTIVE_PHASES, dump, transition
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
@@ -80,8 +81,10 @@ def mark_seen(
     """Record when each active attempt's workers were all seen; from then on a missing one is lost.
     Also after an operator restart: seeing them again is enough."""
     for key, job in jobs.items():
+        if job.status.phase not in ACTIVE_PHASES:
+            continue
         attempt = job.status.attempts or 0
-        if job.status.phase not in ACTIVE_PHASES or (key, attempt) in seen_at:
+        if (key, attempt) in seen_at:
             continue
         current = [p for p in pods.get(key, ()) if p.attempt == attempt]
         if current and len(current) >= len(job.status.node_names):
@@ -261,14 +264,24 @@ def _not_placed(job: JobView, decision: Decision, snap: Snapshot, opts: Options)
     return out
 
 
-def reconcile_all(snap: Snapshot, opts: Options, planner: Planner) -> list[JobActions]:
-    """One pass over the cluster. Deterministic: the same snapshot gives the same actions."""
+def reconcile_all(
+    snap: Snapshot, opts: Options, planner: Planner, scope: Scope | None = None
+) -> list[JobActions]:
+    """One pass over the cluster, or over the jobs in `scope` (see lifecycle/changes.py); the others only
+    count for what they hold and have their accrued cost refreshed when due. Deterministic: the same
+    snapshot and scope give the same actions."""
+    scope = scope or Scope()
     results: list[JobActions] = []
     to_plan: list[tuple[JobView, JobActions]] = []
     active: list[JobView] = []
-    cost_every = opts.cost_interval(sum(1 for j in snap.jobs.values() if j.status.phase in ACTIVE_PHASES))
+    keys = sorted(snap.jobs if scope.keys is None else scope.keys & snap.jobs.keys())
+    if scope.held is None:
+        held = [j for j in snap.jobs.values() if j.status.phase in ACTIVE_PHASES]
+    else:
+        held = [snap.jobs[k] for k in scope.held if k in snap.jobs]
+    cost_every = opts.cost_interval(len(held))
     cost_writes = 0
-    for key in sorted(snap.jobs):
+    for key in keys:
         job = snap.jobs[key]
         if key in snap.busy:
             if job.status.phase in ACTIVE_PHASES:
@@ -298,6 +311,18 @@ def reconcile_all(snap: Snapshot, opts: Options, planner: Planner) -> list[JobAc
                 cost_writes += bool(actions.actions)
         if actions.actions:
             results.append(actions)
+    if scope.keys is not None:  # the active jobs outside the scope: their devices, and cost refreshes
+        for job in sorted((j for j in held if j.key not in scope.keys), key=lambda j: j.key):
+            active.append(job)
+            if (
+                job.key not in snap.busy
+                and cost_writes < opts.cost_writes_per_pass
+                and _due(snap.cost_at.get(job.key), snap.now, cost_every)
+            ):
+                refreshed = refresh_cost(job, snap.now)
+                cost_writes += bool(refreshed.actions)
+                if refreshed.actions:
+                    results.append(refreshed)
     if not to_plan:
         return results
     inventory = build_inventory(snap, opts.catalog, active)
@@ -308,6 +333,11 @@ def reconcile_all(snap: Snapshot, opts: Options, planner: Planner) -> list[JobAc
     decisions = {d.key: d for d in planner(requests, inventory, snap.now)}
     for job, earlier in to_plan:
         decision = decisions[job.key]
+        scope.planned[job.key] = (
+            waiting_pools((c.pool, c.verdict) for c in decision.candidates)
+            if decision.outcome == "queued"
+            else frozenset()
+        )
         if decision.outcome == "placed":
             done = _placed(job, decision, opts, snap)
             # The placed status supersedes an earlier Queued write of the same pass.

