@@ -350,7 +350,8 @@ def bounded(work: Workload, option: Option, node_limit: int) -> Option:
         return option
     if option.nodes_needed <= node_limit:
         return option
-    if work.mode != "train" or work.nodes is not None:
+    # One node would hold it: a pool without nodes lacks nodes, not memory or time.
+    if work.mode != "train" or work.nodes is not None or node_limit < 1:
         stage, needed = Stage.NODES, option.nodes_needed
     elif option.fit_nodes > node_limit:
         stage, needed = Stage.MEMORY, option.fit_nodes
