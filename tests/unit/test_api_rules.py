@@ -89,6 +89,7 @@ CASES: list[tuple[str, type[ApiModel], dict[str, Any], Mutation]] = [
     ("replica-on-one-node", LlamaJobSpec, SERVE, _set("resources.nodes", 2)),
     ("budget-bounds-training", LlamaJobSpec, SERVE, _set("placement.maxCost", 10.0)),
     ("budget-bounds-training", LlamaJobSpec, SERVE, _set("placement.finishWithin", "3h")),
+    ("probe-trains", LlamaJobSpec, SERVE, _set("placement.probe", {"steps": 3})),
     ("shape-known", AcceleratorPoolSpec, POOL, _drop("instanceType")),
     ("counts-within-node", AcceleratorPoolSpec, CUSTOM_POOL, _set("allowedDeviceCounts", [1, 16])),
     ("cpu-has-no-device-resource", AcceleratorPoolSpec, CPU_POOL, _set("resourceName", "nvidia.com/gpu")),

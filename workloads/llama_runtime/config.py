@@ -41,6 +41,8 @@ class RunConfig:
     checkpoint_keep: int = 2
     activation_checkpointing: bool = False
     compile: bool | None = None  # None: the backend's default
+    measure_after: int = 1  # steps of this process left out of the measured tokens/s
+    launched_at: float | None = None  # Unix time the launcher started (None: when the run started)
     threads: int = 0  # torch intra-op threads on cpu; 0 leaves torch's choice
     host: str = "0.0.0.0"
     port: int = contract.DEFAULT_PORT
@@ -84,6 +86,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "checkpoint_keep": (contract.CHECKPOINT_KEEP, int),
     "activation_checkpointing": (contract.ACTIVATION_CHECKPOINTING, _flag),
     "compile": (contract.COMPILE, _flag),
+    "measure_after": (contract.MEASURE_AFTER, int),
+    "launched_at": (contract.LAUNCHED_AT, float),
     "port": (contract.PORT, int),
     "max_batch": (contract.MAX_BATCH, int),
     "max_new_tokens": (contract.MAX_NEW_TOKENS, int),
@@ -164,6 +168,8 @@ def validate(c: RunConfig) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise UserError(f"{name.replace('_', ' ')} must be positive, got {value}")
+    if c.measure_after < 0:
+        raise UserError(f"measure after must be >= 0 steps, got {c.measure_after}")
     if c.micro_batch < 0 or c.checkpoint_every < 0 or c.learning_rate <= 0:
         raise UserError("micro batch and checkpoint interval must be >= 0 and the learning rate > 0")
     if c.command == "train":

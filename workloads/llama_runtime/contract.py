@@ -46,6 +46,11 @@ ACTIVATION_CHECKPOINTING: Final = "LLAMAOP_ACTIVATION_CHECKPOINTING"  # "1" to e
 CHECKPOINT_KEEP: Final = "LLAMAOP_CHECKPOINT_KEEP"  # complete checkpoints kept (default 2)
 WARMUP_STEPS: Final = "LLAMAOP_WARMUP_STEPS"  # linear LR warmup, then cosine decay to 10%
 COMPILE: Final = "LLAMAOP_COMPILE"  # "1" to torch.compile the model (default on cuda, off on cpu)
+# Steps of this process left out of the measured tokens/s (compilation, warm-up); default 1. A probe sets
+# its warm-up steps here.
+MEASURE_AFTER: Final = "LLAMAOP_MEASURE_AFTER"
+# Set by the launcher, not the operator: when it started (Unix seconds), so start-up counts from there.
+LAUNCHED_AT: Final = "LLAMAOP_LAUNCHED_AT"
 
 # Inference.
 PORT: Final = "LLAMAOP_PORT"
@@ -57,9 +62,24 @@ CONTEXT_LENGTH: Final = "LLAMAOP_CONTEXT_LENGTH"  # longest prompt + completion 
 
 # Observability.
 METRICS_PORT: Final = "LLAMAOP_METRICS_PORT"  # Prometheus /metrics of a training rank 0
-PROGRESS_ANNOTATION: Final = "llamaop.io/progress"  # JSON on the rank-0 pod
+PROGRESS_ANNOTATION: Final = "llamaop.io/progress"  # JSON on the rank-0 pod; fields: PROGRESS_FIELDS
 PROGRESS_INTERVAL: Final = "LLAMAOP_PROGRESS_INTERVAL"  # seconds between annotation patches
 LOG_LEVEL: Final = "LLAMAOP_LOG_LEVEL"  # debug | info | warning | error
+
+# The progress annotation's JSON (camelCase), all numbers for the whole job (every rank together):
+PROGRESS_FIELDS: Final = {
+    "step": "optimizer steps done",
+    "totalSteps": "steps the run makes (LLAMAOP_STEPS)",
+    "loss": "mean loss of the latest step",
+    "tokensPerSecond": "tokens/s over the latest steps (this process's first step left out)",
+    "etaSeconds": "seconds left at that rate",
+    "startupSeconds": "from the launcher's start (LLAMAOP_LAUNCHED_AT) to the first step of this process",
+    "warmupSteps": "this process's first steps, left out of the measured rate (LLAMAOP_MEASURE_AFTER)",
+    "compileSeconds": "what the warm-up steps took beyond as many measured steps (compilation, warm-up)",
+    "measuredSteps": "steps timed after the warm-up",
+    "measuredTokensPerSecond": "tokens/s over the measured steps only: what a probe is placed by",
+    "updated": "when rank 0 wrote it (UTC)",
+}
 
 # Neuron: where compiled graphs are cached between runs (a volume the operator mounts).
 NEURON_COMPILE_CACHE: Final = "NEURON_COMPILE_CACHE_URL"

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,4 +282,6 @@ def main(argv: Sequence[str]) -> int:
         "notes": launch.notes,
     }
     print(json.dumps(record), flush=True)
-    os.execvpe(launch.argv[0], launch.argv, {**env, **launch.env})
+    # Start-up is timed from here (imports, rendezvous, model and data are all after it).
+    started = {contract.LAUNCHED_AT: f"{time.time():.3f}"}
+    os.execvpe(launch.argv[0], launch.argv, {**env, **launch.env, **started})

@@ -23,25 +23,60 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 @dataclass(frozen=True)
+class Measured:
+    """This process's timing: start-up, the warm-up steps left out, and the steps timed after them."""
+
+    startup_seconds: float
+    warmup_steps: int
+    warmup_seconds: float
+    steps: int
+    seconds: float
+    tokens_per_step: int
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.steps * self.tokens_per_step / self.seconds if self.steps and self.seconds > 0 else None
+
+    @property
+    def compile_seconds(self) -> float | None:
+        """The warm-up steps' time beyond as many steady steps (compilation, allocator and data warm-up)."""
+        if not self.steps or self.seconds <= 0:
+            return None
+        return max(0.0, self.warmup_seconds - self.warmup_steps * self.seconds / self.steps)
+
+    def fields(self) -> dict[str, float | int | None]:
+        """The annotation's measurement fields (contract.PROGRESS_FIELDS)."""
+        rate, compiled = self.tokens_per_second, self.compile_seconds
+        return {
+            "startupSeconds": round(self.startup_seconds, 3),
+            "warmupSteps": self.warmup_steps,
+            "compileSeconds": None if compiled is None else round(compiled, 3),
+            "measuredSteps": self.steps,
+            "measuredTokensPerSecond": None if rate is None else round(rate, 1),
+        }
+
+
+@dataclass(frozen=True)
 class Progress:
     step: int
     total_steps: int
     loss: float | None
     tokens_per_second: float
     eta_seconds: float | None
+    measured: Measured | None = None
 
     def to_json(self, now: datetime | None = None) -> str:
-        return json.dumps(
-            {
-                "step": self.step,
-                "totalSteps": self.total_steps,
-                "loss": None if self.loss is None else round(self.loss, 5),
-                "tokensPerSecond": round(self.tokens_per_second, 1),
-                "etaSeconds": None if self.eta_seconds is None else round(self.eta_seconds),
-                "updated": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            },
-            separators=(",", ":"),
-        )
+        body: dict[str, object] = {
+            "step": self.step,
+            "totalSteps": self.total_steps,
+            "loss": None if self.loss is None else round(self.loss, 5),
+            "tokensPerSecond": round(self.tokens_per_second, 1),
+            "etaSeconds": None if self.eta_seconds is None else round(self.eta_seconds),
+        }
+        if self.measured is not None:
+            body |= {k: v for k, v in self.measured.fields().items() if v is not None}
+        body["updated"] = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return json.dumps(body, separators=(",", ":"))
 
 
 class PodAnnotator:

@@ -24,7 +24,7 @@ from llama_runtime.loss import LlamaForTraining
 from llama_runtime.memory import state_bytes
 from llama_runtime.metrics import TrainMetrics
 from llama_runtime.model import build_model, llama_config
-from llama_runtime.progress import PodAnnotator, Progress, ProgressReporter, eta
+from llama_runtime.progress import Measured, PodAnnotator, Progress, ProgressReporter, eta
 from llama_runtime.tokenizer import load_tokenizer
 from llama_runtime.weights import SeededInit, hf_reader, materialize
 
@@ -160,7 +160,10 @@ class Trainer:
                 "checkpoint saved", path=str(path), step=self.state.step, seconds=time.monotonic() - t0
             )
 
-    def run(self, metrics: TrainMetrics | None, reporter: ProgressReporter) -> dict[str, Any]:
+    def run(
+        self, metrics: TrainMetrics | None, reporter: ProgressReporter, started: float | None = None
+    ) -> dict[str, Any]:
+        """`started`: Unix time start-up is counted from (the launcher's start; default: now)."""
         cfg, rank = self.cfg, self.backend.dist.rank
         tokens_per_step = cfg.batch_size * cfg.seq_len
         if self.ckpt is not None and rank == 0:
@@ -174,6 +177,9 @@ class Trainer:
         durations: deque[float] = deque(maxlen=20)
         losses: list[float] = []
         progress: Progress | None = None
+        # The first measure_after steps of this process (compilation, warm-up) are timed apart.
+        startup = time.time() - (started if started is not None else time.time())
+        warmup = timed = 0.0
         for step in range(self.state.step, cfg.steps):
             t0 = time.perf_counter()
             loss_t = self.backend.mean_across_ranks(self.step(step, self.state.data_position))
@@ -194,8 +200,16 @@ class Trainer:
                 durations.append(elapsed)
             per_step = float(np.mean(durations)) if durations else elapsed
             tps = tokens_per_step / per_step
+            if len(losses) <= cfg.measure_after:
+                warmup += elapsed
+            else:
+                timed += elapsed
+            skipped = min(len(losses), cfg.measure_after)
+            measured = Measured(
+                startup, skipped, warmup, len(losses) - skipped, timed, tokens_per_step
+            )  # fmt: skip
             progress = Progress(
-                self.state.step, cfg.steps, loss, tps, eta(self.state.step, cfg.steps, per_step)
+                self.state.step, cfg.steps, loss, tps, eta(self.state.step, cfg.steps, per_step), measured
             )
             if rank == 0:
                 self.log.info(
@@ -224,10 +238,13 @@ class Trainer:
                     metrics.checkpoints.inc()
         if progress is not None:
             reporter.report(progress)
-        return {"step": self.state.step, "losses": losses}
+            if rank == 0 and progress.measured is not None:
+                self.log.info("measured", **progress.measured.fields())
+        return {"step": self.state.step, "losses": losses, "progress": progress}
 
 
 def run(cfg: RunConfig) -> None:
+    started = cfg.launched_at if cfg.launched_at is not None else time.time()
     backend = select_backend(cfg.backend)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -255,7 +272,7 @@ def run(cfg: RunConfig) -> None:
                 accumulation=trainer.plan.accumulation,
                 activation_checkpointing=cfg.activation_checkpointing,
             )
-        result = trainer.run(metrics, reporter)
+        result = trainer.run(metrics, reporter, started)
         if rank == 0:
             log.info(
                 "done", step=result["step"], final_loss=result["losses"][-1] if result["losses"] else None

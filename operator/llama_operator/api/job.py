@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field
 
@@ -139,6 +139,37 @@ class ResourcesSpec(ApiModel):
     """Nodes for training (one pod each); unset = the fewest that hold the model and meet the deadline."""
 
 
+ProbePer = Literal["family", "accelerator"]
+ProbeFallback = Literal["estimate", "fail"]
+
+
+class ProbeSpec(ApiModel):
+    """Measure a training job on its best candidates before placing it, and place it by what was measured.
+
+    The operator runs the job itself (model, sequence length, batch, nodes and devices of each candidate)
+    for warmupSteps + steps optimizer steps on the top candidates by estimated cost, one per family or per
+    accelerator, in parallel where they have room. Probe pods are booked like any worker; what they cost
+    is charged to the job. See docs/probes.md."""
+
+    steps: Annotated[int, Field(ge=1, le=10_000)] = 5
+    """Optimizer steps timed after the warm-up: their tokens/s is the measured speed."""
+    warmup_steps: Annotated[int, Field(ge=1, le=10_000)] = 2
+    """Steps run first and not timed: compilation (Neuron graphs, torch.compile), allocator and data
+    warm-up. Reported as compile time."""
+    candidates: Annotated[int, Field(ge=1, le=8)] = 3
+    """Most pools probed at once, best estimated first."""
+    per: ProbePer = "family"
+    """One probe per accelerator family (neuron, nvidia, cpu) or per accelerator model (trainium1, h100)."""
+    max_cost: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    """USD all probes together may cost: candidates are chosen within it by their estimated probe cost,
+    and probes still running when what the probes cost reaches it are stopped (TimedOut, ProbeBudget)."""
+    timeout: Duration = "20m"
+    """A probe not measured this long after its pods were created is stopped and its pool ruled out."""
+    on_all_failed: ProbeFallback = "estimate"
+    """When no probe is measured: estimate places the job by estimate on the pools no probe ruled out
+    (Failed with ProbesFailed if none is left); fail ends the job Failed with ProbesFailed."""
+
+
 class PlacementSpec(ApiModel):
     """How the planner chooses, and what it may spend."""
 
@@ -162,6 +193,8 @@ class PlacementSpec(ApiModel):
     """Worker pods unscheduled this long make the job move to another pool (duration or seconds)."""
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
     """Retries and failovers before the job fails."""
+    probe: ProbeSpec | None = None
+    """Training only: measure the job on its best candidates first and place it by measured cost."""
 
 
 class LlamaJobSpec(ApiModel):
@@ -222,6 +255,16 @@ class Progress(StatusModel):
     eta_seconds: float | None = None
     checkpoint_step: int | None = None
     """Step of the latest checkpoint."""
+    startup_seconds: float | None = None
+    """From the launcher's start to the first training step (imports, rendezvous, model, data)."""
+    warmup_steps: int | None = None
+    """Steps left out of measuredTokensPerSecond (LLAMAOP_MEASURE_AFTER)."""
+    compile_seconds: float | None = None
+    """What the warm-up steps took beyond as many measured steps: compilation and warm-up."""
+    measured_steps: int | None = None
+    """Steps timed after the warm-up."""
+    measured_tokens_per_second: float | None = None
+    """Tokens/s over the measured steps only (all ranks together)."""
     updated: datetime | None = None
 
 
@@ -268,6 +311,49 @@ class PlacementRecord(StatusModel):
     """How it ended: Succeeded, WorkerFailed, NodeNotReady, Evicted, PendingTimeout, Suspended, ..."""
 
 
+ProbePhase = Literal["Pending", "Running", "Measured", "Failed", "TimedOut"]
+
+
+class ProbeRecord(StatusModel):
+    """One probe of the job: where it ran, what was estimated and measured, and what it cost."""
+
+    pool: str
+    accelerator: str = ""
+    family: str = ""
+    capacity_type: str = ""
+    attempt: int = 0
+    """The probe's attempt number: its pods are named and labelled with it (llamaop.io/probe=true)."""
+    nodes: int = 0
+    devices_per_node: int = 0
+    node_names: list[str] = Field(default_factory=list)
+    activation_checkpointing: bool = False
+    phase: ProbePhase = "Pending"
+    reason: str = ""
+    """Why it ended: Measured, WorkerFailed, NoMeasurement, Timeout, ProbeBudget, NodeNotReady..."""
+    message: str = ""
+    price_per_hour: float | None = None
+    """USD per hour of the probe's devices (what it is charged at)."""
+    started: datetime | None = None
+    ended: datetime | None = None
+    cost: float | None = None
+    """USD the probe cost (so far, while it runs); part of the job's accruedCost."""
+    estimated_tokens_per_second: float | None = None
+    estimated_hours: float | None = None
+    """The whole job on this candidate, as estimated before the probe."""
+    estimated_cost: float | None = None
+    estimated_cost_per_million_tokens: float | None = None
+    measured_tokens_per_second: float | None = None
+    measured_steps: int | None = None
+    startup_seconds: float | None = None
+    """The runtime's start-up: launcher to first step."""
+    compile_seconds: float | None = None
+    """What the warm-up steps took beyond steady steps (compilation)."""
+    measured_hours: float | None = None
+    """The whole job on this candidate at the measured speed, start-up and compile time."""
+    measured_cost: float | None = None
+    measured_cost_per_million_tokens: float | None = None
+
+
 class LlamaJobStatus(StatusModel):
     """Observed state of a LlamaJob, written by the operator."""
 
@@ -299,7 +385,10 @@ class LlamaJobStatus(StatusModel):
     progress: Progress | None = None
     candidates: list[Candidate] = Field(default_factory=list)
     placements: list[PlacementRecord] = Field(default_factory=list)
+    probes: list[ProbeRecord] = Field(default_factory=list)
+    """Probes run before the first placement (placement.probe), with what each measured and cost."""
     attempts: int | None = None
+    """Attempts so far, probe attempts included (probes take the first attempt numbers)."""
     endpoint: str | None = None
     """Service URL of an inference job."""
     start_time: datetime | None = None

@@ -95,6 +95,12 @@ JOB_SPEC = (
         lambda s: s.mode == "inference" or s.inference is None,
     ),
     Rule(
+        "probe-trains",
+        "self.mode == 'train' || !has(self.placement.probe)",
+        "placement.probe measures training; an inference job is placed by estimate",
+        lambda s: s.mode == "train" or s.placement.probe is None,
+    ),
+    Rule(
         "replica-on-one-node",
         "self.mode != 'inference' || !has(self.resources.nodes) || self.resources.nodes == 1",
         "an inference replica runs on one node: set resources.nodes to 1 and scale with inference.replicas",

@@ -49,7 +49,7 @@ from llama_operator.lifecycle.snapshot import (
     pool_statuses,
     reconcile_all,
 )
-from llama_operator.lifecycle.status import ACTIVE_PHASES, dump
+from llama_operator.lifecycle.status import dump, holds_nodes
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
 from llama_operator.planning import learning
 from llama_operator.planning.engine import calibration_of
@@ -307,7 +307,7 @@ class Loop:
     async def _refresh_pools(self, snap: Snapshot) -> None:
         """Keep each AcceleratorPool's status (ready nodes, free devices, price) current."""
         assert self.kube is not None and self.options is not None
-        active = [j for j in snap.jobs.values() if j.status.phase in ACTIVE_PHASES]
+        active = [j for j in snap.jobs.values() if holds_nodes(j.status)]
         inventory = build_inventory(snap, self.options.catalog, active)
         for name, status in pool_statuses(inventory, self.options.catalog, snap.now).items():
             if self.pool_written.get(name) != status:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from llama_operator.api import AcceleratorPool
 from llama_operator.api.types import Phase
-from llama_operator.lifecycle.status import ACTIVE_PHASES
+from llama_operator.lifecycle.status import ACTIVE_PHASES, active_probes, holds_nodes
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
 
 if TYPE_CHECKING:
@@ -68,12 +68,28 @@ def _queued(job: JobView) -> bool:
     return job.spec is not None and not job.spec.suspend and job.status.phase in (None, Phase.QUEUED)
 
 
+def bookings(job: JobView) -> list[tuple[str, list[str], int, int]]:
+    """What the job holds: (pool, nodes, devices per node, attempt) of its placement while it is active,
+    and of each of its probes while it runs (lifecycle/probing.py)."""
+    status = job.status
+    out = []
+    if status.phase in ACTIVE_PHASES:
+        out.append(
+            (status.pool or "", list(status.node_names), status.devices_per_node or 0, status.attempts or 0)
+        )
+    out += [(p.pool, p.node_names, p.devices_per_node, p.attempt) for p in active_probes(status)]
+    return out
+
+
 def _promise(job: JobView | None) -> Mapping[str, int]:
     """Devices the job holds per node (what the inventory counts as promised)."""
-    if job is None or job.status.phase not in ACTIVE_PHASES:
+    if job is None:
         return {}
-    devices = job.status.devices_per_node or 0
-    return {name: devices for name in job.status.node_names}
+    held: dict[str, int] = {}
+    for _, names, devices, _ in bookings(job):
+        for name in names:
+            held[name] = held.get(name, 0) + devices
+    return held
 
 
 def _released(old: JobView | None, new: JobView | None) -> set[str]:
@@ -105,8 +121,8 @@ def _planning_status(pool: AcceleratorPool) -> dict[str, object]:
 
 def _waits_for_time(job: JobView, pods: Sequence[PodView]) -> bool:
     """Active jobs whose next step may come from the clock (pending timeout), not from an event."""
-    if job.status.phase == Phase.PLACED:
-        return True
+    if job.status.phase == Phase.PLACED or active_probes(job.status):
+        return True  # a placed attempt's pending timeout, a probe's timeout
     if job.status.phase != Phase.RUNNING:
         return False
     current = [p for p in pods if p.attempt == (job.status.attempts or 0)]
@@ -154,7 +170,7 @@ class ChangeTracker:
         )
         seen = self._seen
         if seen is None or self._full_at is None or now - self._full_at >= self.full_every:
-            self.active = {key for key, job in jobs.items() if job.status.phase in ACTIVE_PHASES}
+            self.active = {key for key, job in jobs.items() if holds_nodes(job.status)}
             return Scope(gone=frozenset(seen.jobs.keys() - jobs.keys()) if seen else frozenset())
         keys: set[str] = set()
         freed: set[str] = set()  # nodes where free capacity may have grown
@@ -179,7 +195,7 @@ class ChangeTracker:
                 keys.add(key)
                 new += old_job is None
                 freed |= _released(old_job, job)
-                if job.status.phase in ACTIVE_PHASES:
+                if holds_nodes(job.status):
                     active.add(key)
                 else:
                     active.discard(key)

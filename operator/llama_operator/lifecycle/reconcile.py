@@ -22,11 +22,13 @@ from llama_operator.lifecycle.actions import (
     RecordThroughput,
     ReportUnschedulable,
 )
+from llama_operator.lifecycle.probing import stop_probes
 from llama_operator.lifecycle.status import (
     TERMINAL_PHASES,
-    accrued_cost,
+    active_probes,
     close_placement,
     dump,
+    job_cost,
     progress_from_annotation,
     retries_used,
     set_condition,
@@ -280,7 +282,7 @@ def refresh_cost(job: JobView, now: datetime) -> JobActions:
     """Bring accruedCost up to date (a timer calls this for active jobs)."""
     out = JobActions(job.key)
     status = job.status
-    cost = accrued_cost(status.placements, now)
+    cost = job_cost(status, now)
     if cost != status.accrued_cost:
         out.actions.append(_patch(job, status.model_copy(update={"accrued_cost": cost})))
     return out
@@ -293,6 +295,7 @@ def reconcile_job(ctx: JobContext, settings: Settings) -> tuple[JobActions, str]
     if job.spec is None:
         if status.phase != Phase.FAILED:
             message = job.spec_error or "spec is invalid"
+            status = stop_probes(status, "the spec is invalid", now)
             new = transition(status, Phase.FAILED, "InvalidSpec", message, now, job.generation,
                              placements=close_placement(status.placements, now, "InvalidSpec"))  # fmt: skip
             out.actions += [_delete_all(job), _patch(job, new), _event(job, True, "InvalidSpec", message)]
@@ -301,6 +304,7 @@ def reconcile_job(ctx: JobContext, settings: Settings) -> tuple[JobActions, str]
         return out, ""
     if job.spec.suspend:
         if status.phase != Phase.SUSPENDED:
+            status = stop_probes(status, "the job was suspended", now)
             placements = close_placement(status.placements, now, "Suspended")
             new = transition(status, Phase.SUSPENDED, "Suspended", "spec.suspend is true; workers removed",
                              now, job.generation, placements=placements, node_names=[])  # fmt: skip
@@ -316,6 +320,7 @@ def reconcile_job(ctx: JobContext, settings: Settings) -> tuple[JobActions, str]
         out.actions.append(_patch(job, new))
         return out, "plan"
     if status.phase == Phase.QUEUED:
-        return out, "plan"
+        # Probing (lifecycle/probing.py, with what the snapshot knows of its attempts) or to be planned.
+        return out, "probes" if active_probes(status) else "plan"
     actions, ensure = track_attempt(ctx, settings)
     return actions, "ensure" if ensure else ""

@@ -11,9 +11,24 @@ from llama_operator.api import AcceleratorPool, LlamaJobStatus
 from llama_operator.api.types import Phase
 from llama_operator.catalog import Catalog
 from llama_operator.lifecycle.actions import CreateWorkers, JobActions, PatchStatus, RecordEvent
-from llama_operator.lifecycle.changes import Scope, waiting_pools
+from llama_operator.lifecycle.changes import Scope, bookings, waiting_pools
+from llama_operator.lifecycle.probing import (
+    PROBING_CONDITION,
+    measurements,
+    none_measured,
+    probe_records,
+    track_probes,
+    wants_probe,
+)
 from llama_operator.lifecycle.reconcile import JobContext, Settings, reconcile_job, refresh_cost
-from llama_operator.lifecycle.status import ACTIVE_PHASES, dump, transition
+from llama_operator.lifecycle.status import (
+    ACTIVE_PHASES,
+    active_probes,
+    dump,
+    holds_nodes,
+    set_condition,
+    transition,
+)
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
 from llama_operator.lifecycle.workerplan import worker_plan
 from llama_operator.planning import learning
@@ -79,8 +94,13 @@ def mark_seen(
     now: datetime,
 ) -> None:
     """Record when each active attempt's workers were all seen; from then on a missing one is lost.
-    Also after an operator restart: seeing them again is enough."""
+    Also after an operator restart: seeing them again is enough. Running probes are attempts too."""
     for key, job in jobs.items():
+        for probe in active_probes(job.status):
+            if (key, probe.attempt) not in seen_at:
+                count = sum(1 for p in pods.get(key, ()) if p.attempt == probe.attempt)
+                if count and count >= len(probe.node_names):
+                    seen_at[(key, probe.attempt)] = now
         if job.status.phase not in ACTIVE_PHASES:
             continue
         attempt = job.status.attempts or 0
@@ -100,12 +120,9 @@ def promised_workers(
     devices: dict[str, int] = defaultdict(int)
     other: dict[str, dict[str, int]] = defaultdict(dict)
     kinds: dict[str, PoolType | None] = {}
-    for job in active:
-        status = job.status
-        per_pod = status.devices_per_node or 0
-        if not status.node_names or per_pod < 1:
+    for job, (pool_name, node_names, per_pod, attempt) in ((j, b) for j in active for b in bookings(j)):
+        if not node_names or per_pod < 1:
             continue
-        pool_name = status.pool or ""
         if pool_name not in kinds:
             pool = snap.pools.get(pool_name)
             try:
@@ -114,13 +131,12 @@ def promised_workers(
                 kinds[pool_name] = None
         kind = kinds[pool_name]
         slots_only = kind is not None and kind.resource_name is None
-        attempt = status.attempts or 0
         seen = {p.rank for p in snap.pods.get(job.key, ()) if p.attempt == attempt}
         vector: dict[str, int] = {}
         if kind is not None:
             train = job.spec is not None and job.spec.mode == "train"
-            vector = pod_requests(kind, per_pod, train and len(status.node_names) > 1).vector()
-        for rank, node in enumerate(status.node_names):
+            vector = pod_requests(kind, per_pod, train and len(node_names) > 1).vector()
+        for rank, node in enumerate(node_names):
             if slots_only:
                 devices[node] += per_pod
             if rank in seen:
@@ -240,6 +256,77 @@ def _placed(job: JobView, decision: Decision, opts: Options, snap: Snapshot) -> 
     return out
 
 
+def _probing(job: JobView, decision: Decision, opts: Options, snap: Snapshot) -> JobActions:
+    """A probe decision: every probe booked in status.probes first (one attempt each), then its workers."""
+    out = JobActions(job.key)
+    assert job.spec is not None
+    first = (job.status.attempts or 0) + 1
+    records = probe_records(decision, first, snap.now)
+    previous = job.status.model_copy(update={"attempts": first + len(records) - 1})
+    # Probes stopped by a suspension stay (they were charged); this round's follow them.
+    probes = [*job.status.probes, *records]
+    status = decision.to_status(now=snap.now, previous=previous).model_copy(update={"probes": probes})
+    creates = []
+    try:
+        for record, plan in zip(records, decision.probes, strict=True):
+            creates.append(_probe_workers(job, plan.placement, record.attempt, snap, opts))
+    except (ValueError, KeyError) as exc:
+        message = f"cannot render probe workers: {exc}"
+        failed = transition(job.status, Phase.FAILED, "InvalidWorkerSpec", message, snap.now, job.generation)
+        out.actions += [
+            PatchStatus(job.namespace, job.name, dump(failed)),
+            RecordEvent(job.namespace, job.name, job.uid, "Warning", "InvalidWorkerSpec", message),
+        ]
+        return out
+    conds = set_condition(status.conditions, PROBING_CONDITION, True, "Probing", decision.message, snap.now,
+                          job.generation)  # fmt: skip
+    status = transition(status.model_copy(update={"conditions": conds}), Phase.QUEUED, decision.reason,
+                        decision.message, snap.now, job.generation)  # fmt: skip
+    out.actions += [
+        PatchStatus(job.namespace, job.name, dump(status)),
+        RecordEvent(job.namespace, job.name, job.uid, "Normal", "Probing", decision.message),
+        *creates,
+    ]
+    return out
+
+
+def _probe_workers(
+    job: JobView, placement: Decision, attempt: int, snap: Snapshot, opts: Options
+) -> CreateWorkers:
+    """The workers of one probe attempt: the job's own pods on the probed nodes, probe settings applied."""
+    assert job.spec is not None
+    plan = worker_plan(
+        name=job.name, namespace=job.namespace, uid=job.uid, spec=job.spec, decision=placement,
+        pool=snap.pools[placement.pool or ""], attempt=attempt, default_images=opts.settings.default_images,
+        image_pull_policy=opts.settings.image_pull_policy, probe=job.spec.placement.probe,
+    )  # fmt: skip
+    return CreateWorkers(job.namespace, job.name, attempt, tuple(render_worker_objects(plan)))
+
+
+def _track_probes(job: JobView, snap: Snapshot, opts: Options) -> tuple[JobActions, str]:
+    """Follow a Queued job's probes (lifecycle/probing.py), re-creating the pods of a probe whose status
+    was written by an earlier process that stopped before creating them."""
+    pods = snap.pods.get(job.key, ())
+    seen = {p.attempt: (job.key, p.attempt) in snap.seen_at for p in job.status.probes}
+    created = {p.attempt: (job.key, p.attempt) in snap.created_at for p in job.status.probes}
+    creates: dict[int, CreateWorkers] = {}
+    for probe in active_probes(job.status):
+        missing = sum(1 for p in pods if p.attempt == probe.attempt) < len(probe.node_names)
+        pool = snap.pools.get(probe.pool)
+        if not missing or created[probe.attempt] or pool is None:
+            continue
+        placement = _decision_from_status(
+            job, pool, opts, node_names=probe.node_names, devices=probe.devices_per_node,
+            activation_checkpointing=probe.activation_checkpointing,
+        )  # fmt: skip
+        if placement is not None:
+            try:
+                creates[probe.attempt] = _probe_workers(job, placement, probe.attempt, snap, opts)
+            except (ValueError, KeyError):
+                continue  # rendered once already when the probe was booked; the timeout ends it otherwise
+    return track_probes(job, pods, snap.nodes, snap.now, seen, created, creates)
+
+
 def _not_placed(job: JobView, decision: Decision, snap: Snapshot, opts: Options) -> JobActions:
     out = JobActions(job.key)
     status = decision.to_status(now=snap.now, previous=job.status)
@@ -272,11 +359,11 @@ def reconcile_all(
     snapshot and scope give the same actions."""
     scope = scope or Scope()
     results: list[JobActions] = []
-    to_plan: list[tuple[JobView, JobActions]] = []
+    to_plan: list[tuple[JobView, JobActions, bool]] = []
     active: list[JobView] = []
     keys = sorted(snap.jobs if scope.keys is None else scope.keys & snap.jobs.keys())
     if scope.held is None:
-        held = [j for j in snap.jobs.values() if j.status.phase in ACTIVE_PHASES]
+        held = [j for j in snap.jobs.values() if holds_nodes(j.status)]
     else:
         held = [snap.jobs[k] for k in scope.held if k in snap.jobs]
     cost_every = opts.cost_interval(len(held))
@@ -290,14 +377,24 @@ def reconcile_all(
         seen = snap.seen_at.get((key, job.status.attempts or 0))
         ctx = JobContext(job, snap.pods.get(key, ()), snap.nodes, snap.now, seen)
         actions, need = reconcile_job(ctx, opts.settings)
+        probed = need == "probes"
+        if probed:
+            tracked, need = _track_probes(job, snap, opts)
+            actions.actions += tracked.actions
         latest = actions.final_status()
         phase = Phase(latest.status["phase"]) if latest and "phase" in latest.status else job.status.phase
         if need == "plan":
             # Plan from the status this pass just wrote (e.g. a new job's Queued), keeping its events.
             if latest is not None:
                 job = replace(job, status=LlamaJobStatus.model_validate(latest.status))
-            to_plan.append((job, actions))
+            to_plan.append((job, actions, probed))
             continue
+        if phase == Phase.QUEUED and latest is None and active_probes(job.status):
+            active.append(job)  # probing: its probes hold their nodes
+        elif phase == Phase.QUEUED and latest is not None:
+            written = replace(job, status=LlamaJobStatus.model_validate(latest.status))
+            if active_probes(written.status):
+                active.append(written)
         if phase in ACTIVE_PHASES:
             active.append(job)
             if need == "ensure":
@@ -327,21 +424,37 @@ def reconcile_all(
         return results
     inventory = build_inventory(snap, opts.catalog, active)
     requests = [
-        JobRequest(key=job.key, spec=job.spec, created=job.created)  # type: ignore[arg-type]
-        for job, _ in to_plan
+        JobRequest(
+            key=job.key,
+            spec=job.spec,  # type: ignore[arg-type]
+            created=job.created,
+            probe=wants_probe(job.spec, job.status),  # type: ignore[arg-type]
+            measured=measurements(job.spec, job.status) if job.status.probes else {},  # type: ignore[arg-type]
+        )
+        for job, _, _ in to_plan
     ]
     decisions = {d.key: d for d in planner(requests, inventory, snap.now)}
-    for job, earlier in to_plan:
+    for job, earlier, probed in to_plan:
         decision = decisions[job.key]
         scope.planned[job.key] = (
             waiting_pools((c.pool, c.verdict) for c in decision.candidates)
             if decision.outcome == "queued"
             else frozenset()
         )
-        if decision.outcome == "placed":
-            done = _placed(job, decision, opts, snap)
-            # The placed status supersedes an earlier Queued write of the same pass.
+        if decision.outcome == "placed" and job.status.probes:
+            how = (
+                "by estimate (no probe measured a speed)" if none_measured(job.status) else "by measured cost"
+            )
+            decision = replace(decision, message=f"{how}: {decision.message}")
+        if decision.outcome == "probe":
+            done = _probing(job, decision, opts, snap)
             earlier.actions = [a for a in earlier.actions if not isinstance(a, PatchStatus)]
+        elif decision.outcome == "placed":
+            done = _placed(job, decision, opts, snap)
+            # The placed status supersedes an earlier Queued write of the same pass, except the write of
+            # the probes' results: it must be durable before their pods go and the pool learns.
+            if not probed:
+                earlier.actions = [a for a in earlier.actions if not isinstance(a, PatchStatus)]
         else:
             done = _not_placed(job, decision, snap, opts)
         earlier.actions += done.actions
@@ -376,32 +489,45 @@ def _ensure(job: JobView, snap: Snapshot, opts: Options, actions: JobActions) ->
     )
 
 
-def _decision_from_status(job: JobView, pool: AcceleratorPool, opts: Options) -> Decision | None:
-    """Rebuild the placement's shape from the job's status and its pool (for re-creating workers)."""
+def _decision_from_status(
+    job: JobView,
+    pool: AcceleratorPool,
+    opts: Options,
+    *,
+    node_names: Sequence[str] | None = None,
+    devices: int | None = None,
+    activation_checkpointing: bool | None = None,
+) -> Decision | None:
+    """Rebuild the placement's shape from the job's status and its pool (for re-creating workers); a
+    probe's shape comes from its record (node_names, devices, activation_checkpointing)."""
     try:
         kind = resolve_pool(pool.spec, opts.catalog)
     except PoolError:
         return None
     status = job.status
-    devices = status.devices_per_node or 0
+    names = list(status.node_names if node_names is None else node_names)
+    devices = (status.devices_per_node or 0) if devices is None else devices
     if devices < 1 or job.spec is None:
         return None
-    spans = job.spec.mode == "train" and len(status.node_names) > 1
+    spans = job.spec.mode == "train" and len(names) > 1
     return Decision(
         key=job.key,
         outcome="placed",
         reason=status.reason or "Placed",
         message=status.message or "",
-        pool=status.pool,
-        accelerator=status.accelerator,
+        pool=pool.metadata.name if node_names is not None else status.pool,
+        accelerator=kind.accelerator if node_names is not None else status.accelerator,
         family=kind.family,
         capacity_type=kind.capacity_type,
         instance_type=kind.instance_type,
         backend=kind.backend,
         resource_name=kind.resource_name,
-        node_names=tuple(status.node_names),
-        nodes=len(status.node_names),
+        node_names=tuple(names),
+        nodes=len(names),
         devices_per_node=devices,
         processes_per_node=kind.processes_per_pod(devices),
+        activation_checkpointing=bool(
+            status.activation_checkpointing if activation_checkpointing is None else activation_checkpointing
+        ),
         requests=pod_requests(kind, devices, spans),
     )

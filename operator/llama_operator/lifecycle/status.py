@@ -6,11 +6,37 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from llama_operator.api import Condition, LlamaJobStatus, PlacementRecord, Progress
+from llama_operator.api import Condition, LlamaJobStatus, PlacementRecord, ProbeRecord, Progress
 from llama_operator.api.types import Phase
 
 ACTIVE_PHASES = (Phase.PLACED, Phase.RUNNING)
 TERMINAL_PHASES = (Phase.SUCCEEDED, Phase.FAILED)
+PROBE_ACTIVE = ("Pending", "Running")
+"""Probe phases that hold their nodes (the others ended: Measured, Failed, TimedOut)."""
+
+
+def active_probes(status: LlamaJobStatus) -> list[ProbeRecord]:
+    """The job's probes still running (booked on their nodes)."""
+    return [p for p in status.probes if p.phase in PROBE_ACTIVE]
+
+
+def holds_nodes(status: LlamaJobStatus) -> bool:
+    """Whether the job holds nodes: placed or running, or Queued with probes running."""
+    return status.phase in ACTIVE_PHASES or (status.phase == Phase.QUEUED and bool(active_probes(status)))
+
+
+def probe_cost(probe: ProbeRecord, now: datetime) -> float:
+    """USD a probe cost: its price for as long as it held its nodes (until now while it runs)."""
+    if probe.started is None or not probe.price_per_hour:
+        return 0.0
+    end = probe.ended or now
+    return probe.price_per_hour * max(0.0, (end - probe.started).total_seconds()) / 3600
+
+
+def job_cost(status: LlamaJobStatus, now: datetime) -> float:
+    """accruedCost: every placement and every probe."""
+    probes = sum(probe_cost(p, now) for p in status.probes)
+    return round(accrued_cost(status.placements, now) + probes, 4)
 
 
 def dump(status: LlamaJobStatus) -> dict[str, Any]:
@@ -121,7 +147,7 @@ def transition(
             "reason": reason,
             "message": message,
             "conditions": phase_conditions(new, phase, reason, message, now, generation),
-            "accrued_cost": accrued_cost(new.placements, now),
+            "accrued_cost": job_cost(new, now),
             **extra,
         }
     )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from llama_operator.api import AcceleratorPool, LlamaJobSpec
+from llama_operator.api import AcceleratorPool, LlamaJobSpec, ProbeSpec
 from llama_operator.planning.decision import Decision
 from llama_operator.planning.engines import serving_engine
 from llama_operator.workers import (
@@ -48,8 +49,12 @@ def worker_plan(
     attempt: int,
     default_images: Mapping[str, str],
     image_pull_policy: str,
+    probe: ProbeSpec | None = None,
 ) -> WorkerPlan:
-    """Raises ValueError when the job cannot be rendered (the caller fails the job with the reason)."""
+    """Raises ValueError when the job cannot be rendered (the caller fails the job with the reason).
+
+    `probe`: the attempt is a probe of the job: warm-up + measured steps only, the warm-up left out of the
+    measured speed, and no checkpoint read or written (the job's own run must not resume from a probe)."""
     backend = decision.backend or "cpu"
     image = pool.spec.image or default_images[backend]
     tolerations = tuple(
@@ -73,6 +78,13 @@ def worker_plan(
             checkpoint_every=t.checkpoint.interval,
             activation_checkpointing=decision.activation_checkpointing,
         )
+        if probe is not None:
+            training = replace(
+                training,
+                steps=probe.warmup_steps + probe.steps,
+                checkpoint_every=0,
+                measure_after=probe.warmup_steps,
+            )
         # bf16 autocast on CPU is slow and the default fp32 is what the CPU tests compare against.
         precision = t.precision if backend != "cpu" else None
     engine = "llama-runtime"
@@ -85,7 +97,7 @@ def worker_plan(
             context_length=s.context_length,
         )
         engine = serving_engine(decision.family or "cpu", decision.accelerator or "")
-    checkpoint = spec.training.checkpoint.uri if spec.training else ""
+    checkpoint = spec.training.checkpoint.uri if spec.training and probe is None else ""
     return WorkerPlan(
         job_name=name,
         namespace=namespace,
@@ -116,4 +128,5 @@ def worker_plan(
         precision=precision,
         training=training,
         inference=inference,
+        probe=probe is not None,
     )

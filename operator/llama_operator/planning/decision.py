@@ -11,9 +11,14 @@ from llama_operator.api.job import Condition, LlamaJobStatus, PlacementRecord
 from llama_operator.api.types import Phase
 from llama_operator.planning.resources import PodRequests
 
-Outcome = Literal["placed", "queued", "rejected"]
+Outcome = Literal["placed", "queued", "rejected", "probe"]
 
-PHASES: dict[Outcome, Phase] = {"placed": Phase.PLACED, "queued": Phase.QUEUED, "rejected": Phase.FAILED}
+PHASES: dict[Outcome, Phase] = {
+    "placed": Phase.PLACED,
+    "queued": Phase.QUEUED,
+    "rejected": Phase.FAILED,
+    "probe": Phase.QUEUED,  # measured first: Queued while the probes run
+}
 PLACED_CONDITION = "Placed"
 # Enough to explain a decision in `kubectl get -o yaml` without bloating the object.
 STATUS_CANDIDATES = 16
@@ -68,9 +73,19 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbePlan:
+    """One probe of a `probe` decision: the candidate's placement (its nodes booked) and what the probe is
+    estimated to cost."""
+
+    placement: Decision
+    est_cost: float
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The engine's answer for one job. `placed`: run it now on `node_names`; `queued`: it fits somewhere
-    but not now; `rejected`: no accepted pool can ever run it, `reason` names the binding constraint."""
+    but not now; `rejected`: no accepted pool can ever run it, `reason` names the binding constraint;
+    `probe`: measure it first on `probes` (each booked like a placement), then decide again."""
 
     key: str
     outcome: Outcome
@@ -110,6 +125,8 @@ class Decision:
     cost_per_million_tokens: float | None = None
     est_finish: datetime | None = None
     candidates: tuple[Candidate, ...] = ()
+    probes: tuple[ProbePlan, ...] = ()
+    """Outcome `probe`: where to measure the job."""
 
     @property
     def devices(self) -> int:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
 from llama_operator.catalog import Calibration, Catalog
 from llama_operator.catalog import builtin as builtin_catalog
-from llama_operator.planning import calibration, explain
-from llama_operator.planning.decision import Candidate, Decision, finish_time
+from llama_operator.planning import calibration, explain, probes
+from llama_operator.planning.decision import Candidate, Decision, ProbePlan, finish_time
 from llama_operator.planning.engines import serving_engine
 from llama_operator.planning.estimate import (
     Option,
@@ -146,13 +147,26 @@ class Planner:
                 )
         uncapped = work.without_caps()
         # This job's physics per hardware (and measured speed): skips hashing the workload per pool.
-        seen: dict[tuple[int, float], Shared] = {}
+        seen: dict[tuple[object, ...], Shared] = {}
         evals = [self._evaluate(work, uncapped, job, pool, hours_left, seen) for pool in self.pools]
         chosen = self._choose(work, evals)
         candidates = explain.candidates(work, evals, chosen)
+        if job.measured:
+            candidates = probes.mark_measured(candidates, job.measured)
+        if chosen is not None and job.probe is not None and work.mode == "train":
+            picked, why = probes.select(work, job.probe, evals)
+            if picked:
+                return self._probe(job, work, picked, candidates)
+            placed = self._place(job, work, chosen, candidates)
+            return replace(placed, message=f"{placed.message}; not probed: {why}" if why else placed.message)
         if chosen is not None:
             return self._place(job, work, chosen, candidates)
-        waiting = [(e.best_key, e.pool.name, e.best, e.pool) for e in evals if e.best is not None]
+        # A pool the job's own probe ruled out is no pool to wait for.
+        waiting = [
+            (e.best_key, e.pool.name, e.best, e.pool)
+            for e in evals
+            if e.best is not None and e.blocked != probes.RULED_OUT
+        ]
         if waiting:
             _, name, option, pool = min(waiting, key=lambda w: (w[0], w[1]))
             return Decision(
@@ -163,7 +177,42 @@ class Planner:
                 f"{name} ({explain.shape(option, pool)}{explain.money(option)})",
                 candidates=candidates,
             )
+        ruled_out = [e for e in evals if e.best is not None and e.blocked == probes.RULED_OUT]
+        if ruled_out:
+            why = "; ".join(f"{e.pool.name}: {e.note}" for e in ruled_out)
+            return Decision(
+                job.key,
+                "rejected",
+                "ProbesFailed",
+                f"every pool {work.describe()} fits was ruled out by its probes ({why})",
+                candidates=candidates,
+            )
         return explain.rejection(job.key, work, evals, candidates)
+
+    def _probe(
+        self, job: JobRequest, work: Workload, picked: list[PoolEval], candidates: tuple[Candidate, ...]
+    ) -> Decision:
+        """Book each probed candidate's nodes as a placement of its own and return them to be measured."""
+        assert job.probe is not None
+        plans = []
+        notes: dict[str, str] = {}
+        for ev in picked:
+            cost = probes.probe_cost(work, job.probe, ev)
+            assert ev.best_now is not None
+            notes[ev.pool.name] = f"probe {explain.shape(ev.best_now, ev.pool)}, est. ${cost:,.2f}"
+            plans.append(ProbePlan(self._place(job, work, ev, candidates), cost))
+        pools = ", ".join(p.placement.pool or "" for p in plans)
+        total = sum(p.est_cost for p in plans)
+        steps = f"{job.probe.warmup_steps} + {job.probe.steps} steps"
+        return Decision(
+            key=job.key,
+            outcome="probe",
+            reason=probes.PROBING,
+            message=f"measuring {work.describe()} ({steps}) on {len(plans)} pool(s) before placing it: "
+            f"{pools} (est. ${total:,.2f} in all)",
+            candidates=probes.relabel(candidates, notes, ""),
+            probes=tuple(plans),
+        )
 
     def _evaluate(
         self,
@@ -194,18 +243,29 @@ class Planner:
         if work.pools and state.name not in work.pools:
             ev.verdict, ev.note = "PoolNotAllowed", "not in placement.pools"
             return ev
-        if state.name in job.excluded_pools:
+        measured = job.measured.get(state.name) if job.measured else None
+        if measured is not None and measured.ruled_out:
+            ev.blocked, ev.note = probes.RULED_OUT, measured.ruled_out
+        elif state.name in job.excluded_pools:
             ev.blocked = "Excluded"
         elif state.cooldown_until is not None and state.cooldown_until > self.now:
             ev.blocked = "CoolingDown"
         factor = state.learned.get((work.mode, work.precision), 1.0) if state.learned else 1.0
+        unit: PoolType = pool.unit
+        local: tuple[object, ...] = ()
+        if measured is not None and measured.sample is not None:
+            # This job's own measured speed and start-up on this pool replace what the pool learned.
+            no_efa = self.catalog.defaults.multi_node_efficiency_no_efa
+            factor = probes.factor(measured, ptype, self.calibration, no_efa) or factor
+            unit = probes.with_startup(pool.unit, measured.startup_seconds)
+            local = (state.name, measured.startup_seconds)
         if self.adjust is not None:
             factor *= self.adjust(work, ptype)
-        local = (id(pool.unit), factor)
+        local = (*local, id(pool.unit), factor)
         result = seen.get(local)
         if result is None:
             rates = rates_for(work, ptype, self.calibration, factor=factor)
-            result = shared(uncapped, pool.unit, self.catalog.defaults, rates=rates, hours_left=hours_left)
+            result = shared(uncapped, unit, self.catalog.defaults, rates=rates, hours_left=hours_left)
             seen[local] = result
         price, limit = ptype.price_per_node_hour, pool.node_limit
         max_price, max_cost = work.max_price_per_hour, work.max_cost

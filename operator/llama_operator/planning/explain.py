@@ -133,6 +133,8 @@ def blocked_note(ev: PoolEval, work: Workload) -> str:
     assert option is not None
     if ev.blocked == "Excluded":
         return "the job failed over from this pool"
+    if ev.blocked == "ProbeFailed":
+        return f"ruled out by its probe: {ev.note}"
     if ev.blocked == "CoolingDown":
         until = ev.pool.state.cooldown_until
         return f"cooling down until {until.isoformat() if until else '?'}"

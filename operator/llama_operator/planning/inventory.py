@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from llama_operator.api.job import LlamaJobSpec
+from llama_operator.api.job import LlamaJobSpec, ProbeSpec
 from llama_operator.api.pool import AcceleratorPoolSpec
+
+if TYPE_CHECKING:
+    from llama_operator.planning.probes import Measurement
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,10 @@ class JobRequest:
     """None = spec.priority."""
     excluded_pools: frozenset[str] = frozenset()
     """Pools this job must avoid (the ones it failed over from)."""
+    probe: ProbeSpec | None = None
+    """Measure the job before placing it: a placeable job gets a `probe` decision (planning/probes.py)."""
+    measured: Mapping[str, Measurement] = field(default_factory=dict)
+    """Pool -> what this job's probe found there: its measured speed, or why the pool is ruled out."""
 
     @property
     def effective_priority(self) -> int:

@@ -56,10 +56,11 @@ def mounted_path(uri: str, mount: str) -> str:
 
 
 def checkpoint_dir(plan: WorkerPlan) -> str:
-    """Empty for an inference job without a checkpoint; training always has one (an emptyDir at least)."""
+    """Empty for an inference job without a checkpoint and for a probe (it neither resumes nor saves);
+    other training always has one (an emptyDir at least)."""
     if plan.checkpoint_uri:
         return mounted_path(plan.checkpoint_uri, CHECKPOINT_MOUNT)
-    return CHECKPOINT_MOUNT if plan.mode == "train" else ""
+    return CHECKPOINT_MOUNT if plan.mode == "train" and not plan.probe else ""
 
 
 def neuron_compile_cache_dir(plan: WorkerPlan) -> str:
@@ -195,6 +196,7 @@ def worker_env(plan: WorkerPlan) -> list[EnvVar]:
                 (contract.CHECKPOINT_KEEP, t.checkpoint_keep),
                 (contract.ACTIVATION_CHECKPOINTING, "1" if t.activation_checkpointing else None),
                 (contract.PROGRESS_INTERVAL, t.progress_interval_seconds),
+                (contract.MEASURE_AFTER, t.measure_after),
                 (contract.METRICS_PORT, t.metrics_port),
             ]
         )

@@ -169,6 +169,8 @@ class TrainingSettings:
     checkpoint_keep: int | None = None
     activation_checkpointing: bool = False
     progress_interval_seconds: float | None = None
+    measure_after: int | None = None
+    """Steps left out of the measured tokens/s (a probe's warm-up); None: the runtime's default."""
     rdzv_port: int = contract.DEFAULT_RDZV_PORT
     metrics_port: int = contract.DEFAULT_METRICS_PORT
 
@@ -242,6 +244,8 @@ class WorkerPlan:
     security: PodSecurity = field(default_factory=PodSecurity)
     termination_grace_period_seconds: int = 60
     extra_env: Mapping[str, str] = field(default_factory=dict)  # set last: overrides rendered values
+    probe: bool = False
+    """A probe attempt: measured steps only, no checkpoints (nothing read or written), labelled as a probe."""
 
     def __post_init__(self) -> None:
         if not _is_dns_subdomain(self.job_name):
@@ -258,6 +262,10 @@ class WorkerPlan:
             raise ValueError("attempt must be >= 0")
         if self.engine not in ENGINE_BACKENDS:
             raise ValueError(f"engine {self.engine!r} must be one of {', '.join(ENGINE_BACKENDS)}")
+        if self.probe and self.mode != "train":
+            raise ValueError("only training is probed")
+        if self.probe and self.checkpoint_uri:
+            raise ValueError("a probe must not touch the job's checkpoints")
         if self.mode == "train" and self.engine != "llama-runtime":
             raise ValueError(f"training runs llama-runtime, not {self.engine}")
         if self.backend not in ENGINE_BACKENDS[self.engine]:

@@ -27,6 +27,7 @@ from .names import (
     LABEL_APP_NAME,
     LABEL_ATTEMPT,
     LABEL_POOL,
+    LABEL_PROBE,
     LABEL_RANK,
     LABEL_ROLE,
     ROLE_SERVE,
@@ -72,12 +73,11 @@ def job_labels(plan: WorkerPlan) -> dict[str, str]:
 
 
 def attempt_labels(plan: WorkerPlan) -> dict[str, str]:
-    """Labels of per-attempt objects."""
-    return {
-        **job_labels(plan),
-        LABEL_ATTEMPT: str(plan.attempt),
-        LABEL_POOL: label_value(plan.pool),
-    }
+    """Labels of per-attempt objects (a probe attempt's also say so)."""
+    labels = {**job_labels(plan), LABEL_ATTEMPT: str(plan.attempt), LABEL_POOL: label_value(plan.pool)}
+    if plan.probe:
+        labels[LABEL_PROBE] = "true"
+    return labels
 
 
 def pod_labels(plan: WorkerPlan, rank: int) -> dict[str, str]:
@@ -293,7 +293,7 @@ def volumes_and_mounts(plan: WorkerPlan) -> tuple[list[Manifest], list[Manifest]
     if checkpoint:
         volumes.append(_claim_volume("checkpoints", checkpoint, read_only=False))
         mounts.append(_mount("checkpoints", CHECKPOINT_MOUNT, checkpoint.sub_path))
-    elif not plan.checkpoint_uri and plan.mode == "train":
+    elif not plan.checkpoint_uri and plan.mode == "train" and not plan.probe:
         # Lost with the pod: enough for a run that is not meant to resume elsewhere.
         volumes.append({"name": "checkpoints", "emptyDir": {}})
         mounts.append(_mount("checkpoints", CHECKPOINT_MOUNT))
