@@ -5,6 +5,7 @@ llamaop plan FILE... [--pools FILE...] [--catalog FILE] [--json]
 llamaop simulate TRACE [--pools FILE...] [--catalog FILE] [--truth FILE | --truth-seed N] [--json]
 llamaop calibrate [--catalog FILE] [--write [FILE]] [--json]
 llamaop trace [--seed N] [--jobs N] [--days D] [--out FILE]
+llamaop report JOB [-n NS] [--kubeconfig FILE] | -f FILE  [--json] [--chart FILE.png | --no-chart]
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    rep = sub.add_parser("report", help="a job's placement: estimated against measured per candidate, chart")
+    rep.add_argument("job", nargs="?", default=None, help="LlamaJob name (read from the cluster)")
+    rep.add_argument("-f", "--file", type=Path, default=None, help="the LlamaJob object as YAML or JSON")
+    rep.add_argument("-n", "--namespace", default=None, help="namespace (default: the kubeconfig's)")
+    rep.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG, ~/.kube/config)"
+    )
+    rep.add_argument("--json", action="store_true", help="print the report as JSON")
+    rep.add_argument("--chart", type=Path, default=None, help="PNG to write (default: JOB-report.png)")
+    rep.add_argument("--no-chart", action="store_true", help="write no chart")
+
     gen = sub.add_parser("trace", help="write a seeded synthetic trace")
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--jobs", type=int, default=400)
@@ -116,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return simulate_command(args, console)
         if args.command == "calibrate":
             return calibrate_command(args, console)
+        if args.command == "report":
+            return report_command(args, console)
         return trace_command(args)
     except (documents.DocumentError, ValueError, OSError) as e:
         Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False)
@@ -387,3 +401,100 @@ def trace_command(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------------ report
+
+
+def _job_object(args: argparse.Namespace) -> dict[str, Any]:
+    """The LlamaJob: from -f FILE, or from the cluster through the kubeconfig."""
+    if args.file is not None:
+        docs = [d for d in yaml.safe_load_all(args.file.read_text()) if isinstance(d, dict)]
+        jobs = [d for d in docs if d.get("kind") == "LlamaJob"]
+        if args.job:
+            jobs = [d for d in jobs if (d.get("metadata") or {}).get("name") == args.job]
+        if len(jobs) != 1:
+            raise ValueError(f"{args.file}: expected one LlamaJob{f' named {args.job}' if args.job else ''}, "
+                             f"found {len(jobs)}")  # fmt: skip
+        return jobs[0]
+    if not args.job:
+        raise ValueError("name a job (llamaop report JOB) or give its object (-f FILE)")
+    from kubernetes import client, config  # only this command talks to a cluster
+
+    config.load_kube_config(config_file=args.kubeconfig)
+    namespace = args.namespace
+    if namespace is None:
+        _, active = config.list_kube_config_contexts(config_file=args.kubeconfig)
+        namespace = (active or {}).get("context", {}).get("namespace") or "default"
+    api = client.CustomObjectsApi()
+    try:
+        obj = api.get_namespaced_custom_object("llamaop.io", "v1alpha1", namespace, "llamajobs", args.job)
+    except client.ApiException as e:
+        raise ValueError(f"cannot read llamajob {namespace}/{args.job}: {e.status} {e.reason}") from e
+    return dict(obj)
+
+
+def report_command(args: argparse.Namespace, console: Console) -> int:
+    from llama_operator import report as reports
+
+    obj = _job_object(args)
+    rep = reports.build(obj, now=datetime.now(UTC))
+    chart = None
+    if not args.no_chart:
+        from llama_operator.report import chart as charts
+
+        name = (obj.get("metadata") or {}).get("name", "job")
+        chart = charts.render(rep, args.chart or Path(f"{name}-report.png"))
+    if args.json:
+        console.print_json(json.dumps({**rep.to_json(), "chart": str(chart) if chart else None}))
+        return 0
+    console.print(report_table(rep))
+    colour = {"Failed": "red", "Queued": "yellow"}.get(rep.phase, "green")
+    console.print(f"[{colour}]{rep.phase}[/] ({rep.reason}) {rep.message}", highlight=False)
+    if rep.probes_cost:
+        console.print(f"probes cost ${rep.probes_cost:,.4f} (in accruedCost ${rep.accrued_cost or 0:,.4f})",
+                      highlight=False)  # fmt: skip
+    if rep.actual is not None:
+        a = rep.actual
+        console.print(
+            f"run on {a.pool} ({a.phase}): {_duration(a.hours)} against {_duration(a.est_hours)} estimated, "
+            f"${_num(a.cost, ',.2f')} against ${_num(a.est_cost, ',.2f')} estimated"
+            + (f", {a.tokens_per_second:,.0f} tokens/s" if a.tokens_per_second else ""),
+            highlight=False,
+        )
+    if chart is not None:
+        console.print(f"chart: {chart}", highlight=False)
+    return 0
+
+
+def report_table(rep: Any) -> Table:
+    table = Table(title=f"{rep.job}: estimated vs measured ({rep.tokens:,} tokens)", title_justify="left")
+    table.add_column("pool")
+    table.add_column("accelerator")
+    for name in ("est. tok/s", "meas. tok/s", "est. time", "meas. time", "est. $/M", "meas. $/M",
+                 "est. cost", "meas. cost", "start+compile", "probe $"):  # fmt: skip
+        table.add_column(name, justify="right")
+    table.add_column("probe / verdict")
+    for r in rep.rows:
+        style = "bold green" if r.chosen else ("dim" if not r.fits else "")
+        startup = None
+        if r.startup_seconds is not None:
+            startup = r.startup_seconds + (r.compile_seconds or 0.0)
+        probe = f"{r.probe_phase} ({r.probe_reason})" if r.probe_phase else "not probed"
+        table.add_row(
+            f"> {r.pool}" if r.chosen else r.pool,
+            r.accelerator or "-",
+            _num(r.est_tokens_per_second, ",.0f"),
+            _num(r.measured_tokens_per_second, ",.0f"),
+            _duration(r.est_hours),
+            _duration(r.measured_hours),
+            _num(r.est_cost_per_million, ",.4f"),
+            _num(r.measured_cost_per_million, ",.4f"),
+            _num(r.est_cost, ",.2f"),
+            _num(r.measured_cost, ",.2f"),
+            "-" if startup is None else f"{startup:,.0f} s",
+            _num(r.probe_cost, ",.4f"),
+            f"{probe}; {'Chosen' if r.chosen else r.verdict}",
+            style=style,
+        )
+    return table

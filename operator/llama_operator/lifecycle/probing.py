@@ -121,8 +121,11 @@ def _measured(
     startup = float(raw.get("startupSeconds") or 0.0)  # type: ignore[arg-type]
     compiled = float(raw.get("compileSeconds") or 0.0)  # type: ignore[arg-type]
     steps = int(raw.get("measuredSteps") or 0)  # type: ignore[call-overload]
-    hours = _job_tokens(spec) / rate / 3600 + (startup + compiled) / 3600
+    tokens = _job_tokens(spec)
+    hours = tokens / rate / 3600 + (startup + compiled) / 3600
     price = probe.price_per_hour or 0.0
+    # Per million of the job's tokens, start-up included: what the engine's costPerMillionTokens means.
+    per_million = price * hours / tokens * 1e6 if tokens else price / (rate * 3600) * 1e6
     return _end(
         probe.model_copy(
             update={
@@ -132,7 +135,7 @@ def _measured(
                 "compile_seconds": round(compiled, 3),
                 "measured_hours": round(hours, 4),
                 "measured_cost": round(price * hours, 2),
-                "measured_cost_per_million_tokens": round(price / (rate * 3600) * 1e6, 4),
+                "measured_cost_per_million_tokens": round(per_million, 4),
             }
         ),
         "Measured",
