@@ -456,12 +456,15 @@ def report_command(args: argparse.Namespace, console: Console) -> int:
                       highlight=False)  # fmt: skip
     if rep.actual is not None:
         a = rep.actual
-        console.print(
-            f"run on {a.pool} ({a.phase}): {_duration(a.hours)} against {_duration(a.est_hours)} estimated, "
-            f"${_num(a.cost, ',.2f')} against ${_num(a.est_cost, ',.2f')} estimated"
-            + (f", {a.tokens_per_second:,.0f} tokens/s" if a.tokens_per_second else ""),
-            highlight=False,
-        )
+        speed = f", {a.tokens_per_second:,.0f} tokens/s" if a.tokens_per_second else ""
+        if a.phase == "Running":
+            line = (f"running on {a.pool} for {_duration(a.hours)} so far (${_num(a.cost, ',.2f')}{speed}); "
+                    f"estimated {_duration(a.est_hours)}, ${_num(a.est_cost, ',.2f')} in all")  # fmt: skip
+        else:
+            took, cost = _duration(a.hours), _num(a.cost, ",.2f")
+            line = (f"run on {a.pool} ({a.phase}): {took} against {_duration(a.est_hours)} estimated, "
+                    f"${cost} against ${_num(a.est_cost, ',.2f')} estimated{speed}")  # fmt: skip
+        console.print(line, highlight=False)
     if chart is not None:
         console.print(f"chart: {chart}", highlight=False)
     return 0

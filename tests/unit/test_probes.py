@@ -137,6 +137,10 @@ def test_the_job_is_placed_by_measured_cost_not_by_the_estimate() -> None:
     assert st["phase"] == "Placed" and st["pool"] == "trn1"  # measured: cpu is slow, trn1 cheapest
     assert st["message"].startswith("by measured cost")
     assert st["attempts"] == 4  # after the probes' three attempts
+    # A probe's measured cost is the planner's price of the job at the measured speed: what it chose by.
+    rows = {c["pool"]: c for c in st["candidates"]}
+    assert all(p["measuredCost"] == rows[p["pool"]]["cost"] for p in st["probes"])
+    assert probes(world)["trn1"]["measuredCost"] == st["estimatedCost"]
     notes = {c["pool"]: c.get("note", "") for c in st["candidates"]}
     assert all("measured by probe" in notes[p] for p in ("cpu", "trn1", "p5"))
     assert any(c["type"] == "Probing" and c["status"] == "False" for c in st["conditions"])

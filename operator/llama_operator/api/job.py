@@ -349,7 +349,8 @@ class ProbeRecord(StatusModel):
     compile_seconds: float | None = None
     """What the warm-up steps took beyond steady steps (compilation)."""
     measured_hours: float | None = None
-    """The whole job on this candidate at the measured speed, start-up and compile time."""
+    """The whole job on this pool at the measured speed, start-up and compile time: as the planner priced
+    it once the probes were done (its candidate row), what the job was placed by."""
     measured_cost: float | None = None
     measured_cost_per_million_tokens: float | None = None
 

@@ -38,7 +38,7 @@ from llama_operator.lifecycle.status import (
     transition,
 )
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
-from llama_operator.planning.decision import Decision
+from llama_operator.planning.decision import Candidate, Decision
 from llama_operator.planning.learning import Sample
 from llama_operator.planning.llama import shape_of
 from llama_operator.planning.probes import Measurement
@@ -244,6 +244,26 @@ def measurements(spec: LlamaJobSpec, status: LlamaJobStatus) -> dict[str, Measur
             out[probe.pool] = Measurement(sample=sample, startup_seconds=startup)
         elif probe.phase in ("Failed", "TimedOut") and probe.reason != STOPPED:
             out[probe.pool] = Measurement(ruled_out=f"{probe.reason}: {probe.message}")
+    return out
+
+
+def priced(probes: Sequence[ProbeRecord], candidates: Sequence[Candidate]) -> list[ProbeRecord]:
+    """Measured probes with the whole job priced as the planner priced it at the measured speed (its
+    candidate row: the shape it would run, spot and checkpoint overheads included), so that a probe's
+    measured cost is the figure the job was placed by."""
+    rows = {c.pool: c for c in candidates if c.fits and c.cost is not None}
+    out = []
+    for probe in probes:
+        row = rows.get(probe.pool)
+        if probe.phase == "Measured" and row is not None:
+            probe = probe.model_copy(
+                update={
+                    "measured_hours": _round(row.hours, 4),
+                    "measured_cost": _round(row.cost, 2),
+                    "measured_cost_per_million_tokens": _round(row.cost_per_million_tokens, 4),
+                }
+            )
+        out.append(probe)
     return out
 
 

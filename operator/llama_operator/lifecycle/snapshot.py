@@ -16,6 +16,7 @@ from llama_operator.lifecycle.probing import (
     PROBING_CONDITION,
     measurements,
     none_measured,
+    priced,
     probe_records,
     track_probes,
     wants_probe,
@@ -441,6 +442,9 @@ def reconcile_all(
             if decision.outcome == "queued"
             else frozenset()
         )
+        if job.status.probes and decision.outcome in ("placed", "queued"):
+            probes = priced(job.status.probes, decision.candidates)
+            job = replace(job, status=job.status.model_copy(update={"probes": probes}))
         if decision.outcome == "placed" and job.status.probes:
             how = (
                 "by estimate (no probe measured a speed)" if none_measured(job.status) else "by measured cost"
