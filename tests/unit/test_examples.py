@@ -24,6 +24,7 @@ def test_examples_parse() -> None:
         "finetune-llama3-8b",
         "finetune-llama3-8b-neuron",
         "pretrain-llama3-1b",
+        "probe-llama3-8b",
         "serve-llama3-70b",
         "tiny-cpu",
     }
