@@ -215,7 +215,7 @@ def candidate_table(decision: Decision) -> Table:
 
 
 def _verdict(decision: Decision) -> str:
-    colour = {"placed": "green", "queued": "yellow", "rejected": "red"}[decision.outcome]
+    colour = {"placed": "green", "queued": "yellow", "rejected": "red", "probe": "cyan"}[decision.outcome]
     return f"[{colour}]{decision.outcome.upper()}[/] ({decision.reason}) {decision.message}"
 
 

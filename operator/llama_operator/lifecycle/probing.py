@@ -331,30 +331,24 @@ def track_probes(
     else:
         probes = [p for p in probes if p.reason != STOPPED] or probes  # this round's, for the messages
         measured = [p for p in probes if p.phase == "Measured"]
+        why = "; ".join(f"{p.pool}: {p.reason}" for p in probes)
+        phase, reason, outcome = Phase.QUEUED, ALL_FAILED, ALL_FAILED
         if measured:
             best = min(measured, key=lambda p: (p.measured_cost or float("inf"), p.pool))
             message = f"{len(measured)} of {len(probes)} probe(s) measured; cheapest measured: {best.pool}"
-            conds = set_condition(new.conditions, PROBING_CONDITION, False, "Measured", message, now,
-                                  job.generation)  # fmt: skip
-            new = transition(new.model_copy(update={"conditions": conds}), Phase.QUEUED, "Probed", message,
-                             now, job.generation, observe=False)  # fmt: skip
-            need = "plan"
+            reason, outcome = "Probed", "Measured"
         elif config.on_all_failed == "fail":
-            why = "; ".join(f"{p.pool}: {p.reason}" for p in probes)
             message = f"no probe measured a speed ({why}); probe.onAllFailed is fail"
-            conds = set_condition(new.conditions, PROBING_CONDITION, False, ALL_FAILED, message, now,
-                                  job.generation)  # fmt: skip
-            new = transition(new.model_copy(update={"conditions": conds}), Phase.FAILED, ALL_FAILED, message,
-                             now, job.generation, completion_time=now)  # fmt: skip
+            phase = Phase.FAILED
             events.append(RecordEvent(job.namespace, job.name, job.uid, "Warning", ALL_FAILED, message))
         else:
-            why = "; ".join(f"{p.pool}: {p.reason}" for p in probes)
             message = f"no probe measured a speed ({why}); placing by estimate on the pools left"
-            conds = set_condition(new.conditions, PROBING_CONDITION, False, ALL_FAILED, message, now,
-                                  job.generation)  # fmt: skip
-            new = transition(new.model_copy(update={"conditions": conds}), Phase.QUEUED, ALL_FAILED, message,
-                             now, job.generation, observe=False)  # fmt: skip
-            need = "plan"
+        conds = set_condition(new.conditions, PROBING_CONDITION, False, outcome, message, now, job.generation)
+        failed = phase == Phase.FAILED
+        ended = {"completion_time": now} if failed else {}
+        new = transition(new.model_copy(update={"conditions": conds}), phase, reason, message, now,
+                         job.generation, observe=failed, **ended)  # fmt: skip
+        need = "" if failed else "plan"
     if new != status:
         # Status first: a probe's result is durable before its pods go and before the job is placed.
         out.actions.insert(0, PatchStatus(job.namespace, job.name, dump(new)))

@@ -214,6 +214,17 @@ def pool_statuses(inventory: Inventory, catalog: Catalog, now: datetime) -> dict
     return out
 
 
+def _unrenderable(job: JobView, message: str, snap: Snapshot) -> JobActions:
+    """A job whose workers cannot be rendered: Failed (InvalidWorkerSpec) with the reason."""
+    out = JobActions(job.key)
+    failed = transition(job.status, Phase.FAILED, "InvalidWorkerSpec", message, snap.now, job.generation)
+    out.actions += [
+        PatchStatus(job.namespace, job.name, dump(failed)),
+        RecordEvent(job.namespace, job.name, job.uid, "Warning", "InvalidWorkerSpec", message),
+    ]
+    return out
+
+
 def _placed(job: JobView, decision: Decision, opts: Options, snap: Snapshot) -> JobActions:
     """Status first (the booking is durable before any pod exists), then the workers."""
     out = JobActions(job.key)
@@ -239,13 +250,7 @@ def _placed(job: JobView, decision: Decision, opts: Options, snap: Snapshot) -> 
         )
         manifests = tuple(render_worker_objects(plan))
     except (ValueError, KeyError) as exc:
-        message = f"cannot render workers: {exc}"
-        failed = transition(job.status, Phase.FAILED, "InvalidWorkerSpec", message, snap.now, job.generation)
-        out.actions += [
-            PatchStatus(job.namespace, job.name, dump(failed)),
-            RecordEvent(job.namespace, job.name, job.uid, "Warning", "InvalidWorkerSpec", message),
-        ]
-        return out
+        return _unrenderable(job, f"cannot render workers: {exc}", snap)
     status = transition(status, Phase.PLACED, decision.reason, decision.message, snap.now, job.generation,
                         start_time=None)  # fmt: skip
     out.placed_attempt = attempt
@@ -272,13 +277,7 @@ def _probing(job: JobView, decision: Decision, opts: Options, snap: Snapshot) ->
         for record, plan in zip(records, decision.probes, strict=True):
             creates.append(_probe_workers(job, plan.placement, record.attempt, snap, opts))
     except (ValueError, KeyError) as exc:
-        message = f"cannot render probe workers: {exc}"
-        failed = transition(job.status, Phase.FAILED, "InvalidWorkerSpec", message, snap.now, job.generation)
-        out.actions += [
-            PatchStatus(job.namespace, job.name, dump(failed)),
-            RecordEvent(job.namespace, job.name, job.uid, "Warning", "InvalidWorkerSpec", message),
-        ]
-        return out
+        return _unrenderable(job, f"cannot render probe workers: {exc}", snap)
     conds = set_condition(status.conditions, PROBING_CONDITION, True, "Probing", decision.message, snap.now,
                           job.generation)  # fmt: skip
     status = transition(status.model_copy(update={"conditions": conds}), Phase.QUEUED, decision.reason,
