@@ -97,6 +97,17 @@ def test_probe_nodes_are_booked_so_no_other_job_takes_them() -> None:
     assert dump(world.jobs["ml/other"].status)["phase"] == "Placed"
 
 
+def test_a_busy_probing_job_keeps_its_probes_booked() -> None:
+    """While the controller still creates a job's probe pods (the job is busy), their nodes stay booked."""
+    world = cluster()
+    world.step()
+    world.pods.clear()  # the pods are not made yet: only the booking in status holds the nodes
+    whole = {**train_spec(pools=["trn1"]), "resources": {"devicesPerNode": 16}}
+    world.add(job("other", whole))
+    world.step(busy=frozenset({"ml/j"}))
+    assert dump(world.jobs["ml/other"].status)["phase"] == "Queued"
+
+
 def test_pending_then_running_then_measured_charges_the_job_and_teaches_the_pool() -> None:
     world = cluster()
     world.step()

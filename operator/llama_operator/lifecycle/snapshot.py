@@ -371,7 +371,7 @@ def reconcile_all(
     for key in keys:
         job = snap.jobs[key]
         if key in snap.busy:
-            if job.status.phase in ACTIVE_PHASES:
+            if holds_nodes(job.status):  # placed, running, or probing
                 active.append(job)
             continue
         seen = snap.seen_at.get((key, job.status.attempts or 0))
