@@ -399,10 +399,6 @@ def trace_command(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # ------------------------------------------------------------------ report
 
 
@@ -501,3 +497,7 @@ def report_table(rep: Any) -> Table:
             style=style,
         )
     return table
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
