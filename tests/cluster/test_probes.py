@@ -117,10 +117,14 @@ def test_a_job_is_probed_on_each_family_and_placed_by_measured_cost_across_a_sig
     wait_for(lambda: not probe_pods(kubectl, ns, "probed"), timeout=60, what="probe pods removed")
     workers = kubectl.json("get", "pods", "-n", ns, "-l", "llamaop.io/job=probed")["items"]
     assert {p["metadata"]["labels"]["llamaop.io/attempt"] for p in workers} <= {"4"}
-    # The pool learns the measurement once, or (when the SIGKILL fell between the probe's status write and
-    # the pool's patch) not at all: never twice (docs/probes.md, restart safety).
+    # The pool learns the measurement exactly once across the SIGKILL: asked again until its learnedFrom
+    # shows the probe's sample, never counted twice (docs/probes.md, restart safety).
+    wait_for(lambda: learned_runs(kubectl, "trn1-32xl-od") > runs_before, timeout=60, what="trn1 learns")
+    uid = kubectl.json("get", "lj", "probed", "-n", ns)["metadata"]["uid"]
+    sample = f"{uid}/a{probes['trn1-32xl-od']['attempt']}"
+    assert sample in kubectl.json("get", "acceleratorpool", "trn1-32xl-od")["status"]["learnedFrom"]
     time.sleep(5)
-    assert learned_runs(kubectl, "trn1-32xl-od") in (runs_before, runs_before + 1)
+    assert learned_runs(kubectl, "trn1-32xl-od") == runs_before + 1
     # `llamaop report` reads the job from the cluster through the kubeconfig.
     chart = tmp_path / "probed.png"
     command = ["report", "probed", "-n", ns, "--json", "--chart", str(chart)]

@@ -253,6 +253,35 @@ def test_a_restart_after_the_status_write_re_creates_the_same_probe_pods_once() 
     assert status(world)["attempts"] == 3
 
 
+def test_a_lesson_the_pool_has_not_shown_is_asked_again_and_one_it_has_never() -> None:
+    """A SIGKILL right after a probe's result was written, before the pool's patch: the next process asks
+    for the lesson again (the job is not placed yet), until the pool's learnedFrom shows the probe's sample
+    id; the controller learns a sample id once (controller/state.py)."""
+    from llama_operator.api import AcceleratorPoolStatus
+
+    world = cluster(candidates=1)
+    world.step()
+    run(world, "cpu")
+    measure(world, "cpu", 5000.0)
+    (result,) = world.step()
+    first = result.actions[0]
+    assert isinstance(first, PatchStatus) and first.status["probes"][0]["phase"] == "Measured"
+    lesson = next(a for a in result.actions if isinstance(a, RecordThroughput))
+    assert lesson.sample_id == "uid-j/a1"
+
+    def restarted() -> list[RecordThroughput]:
+        """Only the probes' result was written when the process died; a new one makes a pass."""
+        world.jobs["ml/j"] = job("j", dict(world.jobs["ml/j"].raw_spec), dict(first.status))
+        world.created_at.clear()
+        return [a for r in world.step() for a in r.actions if isinstance(a, RecordThroughput)]
+
+    assert [a.sample_id for a in restarted()] == ["uid-j/a1"]
+    world.pools["cpu"] = world.pools["cpu"].model_copy(
+        update={"status": AcceleratorPoolStatus(learned_from=["uid-j/a1"])}
+    )
+    assert restarted() == []
+
+
 def test_a_measured_result_is_written_before_the_pods_go() -> None:
     world = cluster(candidates=1)
     world.step()

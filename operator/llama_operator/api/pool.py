@@ -97,6 +97,8 @@ class AcceleratorPoolStatus(StatusModel):
     learned_speeds: list[LearnedSpeed] = Field(default_factory=list, max_length=16)
     """Speed corrections learned from finished jobs, one per mode and precision. (The preset-keyed
     observedThroughput of earlier operators is ignored when read.)"""
+    learned_from: list[str] = Field(default_factory=list, max_length=64)
+    """The samples learned last (a probe's job uid and attempt), so a restart never counts one twice."""
     cooldown_until: datetime | None = None
     """The planner avoids the pool until then (after a failover off it)."""
     conditions: list[Condition] = Field(default_factory=list)

@@ -57,6 +57,7 @@ from llama_operator.planning.engine import calibration_of
 log = structlog.get_logger("llamaop")
 
 DELETE_KINDS = ("Pod", "Service", "RoleBinding", "Role")
+LEARNED_FROM = 64  # probe samples a pool remembers as learned (api: AcceleratorPoolStatus.learned_from)
 
 
 @dataclass
@@ -167,6 +168,7 @@ class Loop:
         self.pool_every = 10.0
         self._pools: Mapping[str, Any] = {}
         self.learned_written: dict[str, list[LearnedSpeed]] = {}
+        self.learned_from_written: dict[str, list[str]] = {}
         self.passes = 0
         self.namespaces: list[str] = []
         """The namespaces whose LlamaJobs this operator manages (empty: all). Pods count from all."""
@@ -409,9 +411,13 @@ class Loop:
         if pool is None:
             return
         known = pool.status.learned_speeds if pool.status else []
+        ids = list(pool.status.learned_from) if pool.status else []
         mine = self.learned_written.get(action.pool, [])
         if sum(e.runs for e in mine) > sum(e.runs for e in known):
             known = mine  # this process wrote a newer list than the watch has shown yet
+            ids = self.learned_from_written.get(action.pool, ids)
+        if action.sample_id and action.sample_id in ids:
+            return  # a probe's sample is learned once (asked again after a restart)
         catalog = self.options.catalog
         learned = learning.record(
             known, action.sample, pool.spec, catalog, calibration_of(catalog), datetime.now(UTC)
@@ -419,9 +425,12 @@ class Loop:
         if learned is None:
             return
         self.learned_written[action.pool] = learned
-        await self.kube.patch_pool_status(
-            action.pool, {"learnedSpeeds": [e.model_dump(by_alias=True, mode="json") for e in learned]}
-        )
+        patch: dict[str, Any] = {"learnedSpeeds": [e.model_dump(by_alias=True, mode="json") for e in learned]}
+        if action.sample_id:
+            ids = [*ids, action.sample_id][-LEARNED_FROM:]
+            self.learned_from_written[action.pool] = ids
+            patch["learnedFrom"] = ids  # in the same patch: learned and marked at once
+        await self.kube.patch_pool_status(action.pool, patch)
 
     def _after_status(self, key: str, status: Mapping[str, Any], now: datetime) -> None:
         phase = status.get("phase")

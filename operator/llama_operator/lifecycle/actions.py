@@ -67,6 +67,8 @@ class RecordThroughput:
 
     pool: str
     sample: Sample
+    sample_id: str = ""
+    """Set for a probe's sample: the pool records it in learnedFrom and never learns it twice."""
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def _selects(pool: AcceleratorPool, node: NodeView) -> bool:
 # What the operator writes to a pool's status from its nodes and bookings: derived, never planned from.
 DERIVED_POOL_STATUS = frozenset(
     {"ready_nodes", "nodes", "allocatable_devices", "allocated_devices", "free_devices", "accelerator",
-     "price_per_node_hour", "conditions", "last_update"}
+     "price_per_node_hour", "conditions", "last_update", "learned_from"}
 )  # fmt: skip
 
 

@@ -234,6 +234,25 @@ def sample_of(probe: ProbeRecord, spec: LlamaJobSpec) -> Sample | None:
     )
 
 
+def sample_id(uid: str, probe: ProbeRecord) -> str:
+    return f"{uid}/a{probe.attempt}"
+
+
+def lessons(
+    uid: str, spec: LlamaJobSpec, status: LlamaJobStatus, learned_from: Mapping[str, Sequence[str]]
+) -> list[RecordThroughput]:
+    """What the job's measured probes teach their pools and the pools have not learned yet
+    (`learned_from`: pool -> its status.learnedFrom). Asked again after a restart until the pool shows
+    it, and never learned twice: a probe's sample carries its id."""
+    out = []
+    for probe in status.probes:
+        sample = sample_of(probe, spec)
+        key = sample_id(uid, probe)
+        if sample is not None and key not in learned_from.get(probe.pool, ()):
+            out.append(RecordThroughput(probe.pool, sample, key))
+    return out
+
+
 def measurements(spec: LlamaJobSpec, status: LlamaJobStatus) -> dict[str, Measurement]:
     """Pool -> what the job's ended probes found there, for the planner (JobRequest.measured)."""
     out: dict[str, Measurement] = {}
@@ -303,9 +322,6 @@ def track_probes(
             reason = f"Probe{probe.phase}"
             text = f"probe on {probe.pool}: {probe.reason}: {probe.message}"
             events.append(RecordEvent(job.namespace, job.name, job.uid, kind, reason, text))
-            sample = sample_of(probe, spec)
-            if sample is not None:
-                out.actions.append(RecordThroughput(probe.pool, sample))
     active = [p for p in probes if p.phase in PROBE_ACTIVE]
     # Pods of ended probes go (also when an earlier pass ended them and its deletion was lost).
     for probe in probes:

@@ -10,10 +10,17 @@ from datetime import datetime, timedelta
 from llama_operator.api import AcceleratorPool, LlamaJobStatus
 from llama_operator.api.types import Phase
 from llama_operator.catalog import Catalog
-from llama_operator.lifecycle.actions import CreateWorkers, JobActions, PatchStatus, RecordEvent
+from llama_operator.lifecycle.actions import (
+    CreateWorkers,
+    JobActions,
+    PatchStatus,
+    RecordEvent,
+    RecordThroughput,
+)
 from llama_operator.lifecycle.changes import Scope, bookings, waiting_pools
 from llama_operator.lifecycle.probing import (
     PROBING_CONDITION,
+    lessons,
     measurements,
     none_measured,
     priced,
@@ -303,6 +310,15 @@ def _probe_workers(
     return CreateWorkers(job.namespace, job.name, attempt, tuple(render_worker_objects(plan)))
 
 
+def _lessons(job: JobView, status: LlamaJobStatus, snap: Snapshot) -> list[RecordThroughput]:
+    """The measured probes' samples their pools have not learned yet (lifecycle/probing.lessons)."""
+    if job.spec is None or not any(p.phase == "Measured" for p in status.probes):
+        return []
+    learned = {p.pool: (snap.pools[p.pool].status.learned_from if p.pool in snap.pools and
+                        snap.pools[p.pool].status else []) for p in status.probes}  # fmt: skip
+    return lessons(job.uid, job.spec, status, learned)
+
+
 def _track_probes(job: JobView, snap: Snapshot, opts: Options) -> tuple[JobActions, str]:
     """Follow a Queued job's probes (lifecycle/probing.py), re-creating the pods of a probe whose status
     was written by an earlier process that stopped before creating them."""
@@ -380,7 +396,10 @@ def reconcile_all(
         probed = need == "probes"
         if probed:
             tracked, need = _track_probes(job, snap, opts)
-            actions.actions += tracked.actions
+            actions.actions += tracked.actions  # the probes' results first, then what they teach
+            written = tracked.final_status()
+            status = LlamaJobStatus.model_validate(written.status) if written else job.status
+            actions.actions += _lessons(job, status, snap)
         latest = actions.final_status()
         phase = Phase(latest.status["phase"]) if latest and "phase" in latest.status else job.status.phase
         if need == "plan":
@@ -436,6 +455,8 @@ def reconcile_all(
     decisions = {d.key: d for d in planner(requests, inventory, snap.now)}
     for job, earlier, probed in to_plan:
         decision = decisions[job.key]
+        if not probed and job.status.probes and not job.status.placements:
+            earlier.actions += _lessons(job, job.status, snap)  # after a restart: what may not be learned yet
         scope.planned[job.key] = (
             waiting_pools((c.pool, c.verdict) for c in decision.candidates)
             if decision.outcome == "queued"
