@@ -3,8 +3,10 @@
 A micro batch's logits are tokens x vocab: at 8192 tokens and Llama 3's 128,256 ids that is 4.2 GB in
 fp32, plus its bf16 copy and its gradient. Here the head and the loss run on LOSS_CHUNK positions at a
 time, each chunk under activation checkpointing, so forward keeps only the final hidden states and
-backward recomputes one chunk's logits at a time. The result equals the plain loss up to float
-summation order. The planner's memory model counts one chunk (capabilities.LOSS_CHUNK).
+backward recomputes one chunk's logits at a time. A sequence of one chunk is not recomputed: holding its
+logits costs no more than the chunk the memory model counts, and recomputing the head would cost a
+fifth of a small model's step. The result equals the plain loss up to float summation order. The
+planner's memory model counts one chunk (capabilities.LOSS_CHUNK).
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ def chunked_cross_entropy(
     recompute: Checkpoint | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of `hidden @ weight.T` ([batch, seq, vocab] never built) against `labels`."""
-    recompute = recompute or partial(checkpoint, use_reentrant=False)
     seq = hidden.shape[1]
+    if seq <= chunk:
+        return _chunk_loss(hidden, weight, labels) / labels.numel()
+    recompute = recompute or partial(checkpoint, use_reentrant=False)
     total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
     for start in range(0, seq, chunk):
         stop = min(start + chunk, seq)
