@@ -243,7 +243,8 @@ containerd_down() {
   for f in "$run"/containerd/state/io.containerd.runtime.v2.task/k8s.io/*/{init,shim}.pid; do
     [[ -f $f ]] && kill -9 "$(<"$f")" 2>/dev/null || true
   done
-  grep -o " $run/containerd/state[^ ]*\| $state/containerd/root/[^ ]*\| $state/kubelet[^ ]*" /proc/mounts |
+  # No such mounts is the usual case: grep's exit 1 must not end the script under pipefail.
+  { grep -o " $run/containerd/state[^ ]*\| $state/containerd/root/[^ ]*\| $state/kubelet[^ ]*" /proc/mounts || true; } |
     sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$run/containerd/state"
 }
