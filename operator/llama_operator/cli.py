@@ -171,7 +171,8 @@ def plan_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _status(decision: Decision, now: datetime) -> dict[str, Any]:
-    return decision.to_status(now=now).model_dump(by_alias=True, exclude_none=True, mode="json")
+    status = decision.to_status(now=now, every_pool=True)
+    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 def _num(value: float | None, fmt: str) -> str:

@@ -74,7 +74,7 @@ def test_gpu_script_runs_its_step_on_cpu() -> None:
 def test_operator_at_scale_prints_its_ratios_to_the_floor() -> None:
     """Burst and backlog on a small bench cluster of its own ($LLAMAOP_CLUSTER_NAME-bench), removed after."""
     name = os.environ.get("LLAMAOP_CLUSTER_NAME", "llamaop") + "-bench"
-    small = ["--jobs", "12", "--scale", "1"]
+    small = ["--jobs", "12", "--scale", "1", "--max-wait", "5", "--no-warmup"]  # seconds, not a study
     try:
         burst = script("operator_at_scale.py", *small, "--keep", timeout=600)
         backlog = script("operator_at_scale.py", *small, "--backlog", timeout=600)

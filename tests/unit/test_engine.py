@@ -414,3 +414,20 @@ def test_history_is_capped() -> None:
     for i in range(STATUS_HISTORY + 5):
         status = d.to_status(now=NOW + timedelta(minutes=i), previous=status)
     assert len(status.placements) == STATUS_HISTORY
+
+
+def test_status_shows_the_accepted_pools_and_plan_every_pool() -> None:
+    d = decide(train("llama3-1b", resources={"families": ["nvidia"]}))
+    assert d.outcome == "placed" and len(d.candidates) == len(POOLS)
+    rows = d.to_status(now=NOW).candidates
+    # Only the nvidia pools: the others are FamilyNotAccepted, which the job's own spec says.
+    assert {c.pool for c in rows} == {"p5", "p4d", "g5"}
+    assert rows[0].verdict == "Chosen" and rows[0].pool == d.pool
+    assert len(d.to_status(now=NOW, every_pool=True).candidates) == len(POOLS)
+
+
+def test_status_of_a_job_no_pool_accepts_keeps_every_row_as_the_reason() -> None:
+    d = decide(train("llama3-1b", placement={"pools": ["nowhere"]}))
+    assert d.outcome == "rejected" and d.reason == "NoAcceptedPool"
+    rows = d.to_status(now=NOW).candidates
+    assert len(rows) == len(POOLS) and {c.verdict for c in rows} == {"PoolNotAllowed"}

@@ -60,6 +60,21 @@ def test_a_new_job_is_queued_then_placed_with_its_status_written_before_its_work
     assert limits["aws.amazon.com/neuron"] == "16"
 
 
+def test_a_placed_job_turns_running_with_one_status_write_and_no_event() -> None:
+    world = cluster(cpu_nodes=1)
+    world.add(neuron_job())
+    (placed,) = world.step()
+    assert [a.reason for a in placed.actions if isinstance(a, RecordEvent)] == ["Placed"]
+    world.set_pods("a", "Running")
+    (running,) = world.step()
+    # The phase and the condition say it; an Event per job would be one more request in a burst.
+    assert [type(a).__name__ for a in running.actions] == ["PatchStatus"]
+    st = status(world)
+    assert st["phase"] == "Running" and st["reason"] == "WorkersRunning"
+    # The status names the pools the job accepts: a neuron job's has no row for the cpu pool.
+    assert [c["pool"] for c in st["candidates"]] == ["trn1"]
+
+
 def test_devices_are_never_promised_twice_and_a_queued_job_waits_with_a_reason() -> None:
     world = cluster(trn1_nodes=2)
     for name in ("a", "b", "c"):

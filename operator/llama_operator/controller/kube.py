@@ -30,6 +30,11 @@ KINDS: Mapping[str, tuple[str, str]] = {
 }
 CUSTOM = f"/apis/{GROUP}/{VERSION}"
 MERGE_PATCH = "application/merge-patch+json"
+# What a write asks back: the object's metadata only. The API server encodes its reply in the type the
+# Accept header names, and for a LlamaJob most of the object is the status the operator just sent, so a
+# full reply is encoding (and reading) thrown away. (The metadata API, as client-go's metadata client and
+# kube-rs' use it for patches: https://github.com/kube-rs/kube/commit/fdd799d4230aa09405881f18b946656637fed762)
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 class ApiError(Exception):
@@ -68,8 +73,8 @@ class Kube:
         self._ssl = _ssl_context(cfg)
         self._session: aiohttp.ClientSession | None = None
 
-    def _headers(self, content_type: str) -> dict[str, str]:
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+    def _headers(self, content_type: str, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Content-Type": content_type, "Accept": accept}
         # auth_settings() refreshes an in-cluster token that was rotated on disk.
         token = self.cfg.auth_settings().get("BearerToken")
         if token and token.get("value"):
@@ -82,8 +87,9 @@ class Kube:
         session = self._ensure_session()
         API_REQUESTS.labels(method).inc()
         data = None if body is None else json.dumps(body, separators=(",", ":"))
+        accept = METADATA_ONLY if method in ("POST", "PATCH") else "application/json"
         async with session.request(
-            method, self.base + path, data=data, headers=self._headers(content_type)
+            method, self.base + path, data=data, headers=self._headers(content_type, accept)
         ) as resp:
             if resp.status >= 300:
                 raise ApiError(resp.status, method, path, await resp.text())

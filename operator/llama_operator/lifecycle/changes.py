@@ -31,14 +31,10 @@ from llama_operator.api import AcceleratorPool
 from llama_operator.api.types import Phase
 from llama_operator.lifecycle.status import ACTIVE_PHASES, active_probes, holds_nodes
 from llama_operator.lifecycle.views import JobView, NodeView, PodView
+from llama_operator.planning.decision import NOT_ACCEPTED
 
 if TYPE_CHECKING:
     from llama_operator.lifecycle.snapshot import Snapshot
-
-NOT_ACCEPTED = frozenset(
-    {"FamilyNotAccepted", "AcceleratorNotAccepted", "CapacityTypeNotAccepted", "PoolNotAllowed"}
-)
-"""Candidate verdicts that only the job's spec or the pool's spec can change (both make the job dirty)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,8 @@ class Scope:
 
 
 def waiting_pools(candidates: Iterable[tuple[str, str]]) -> frozenset[str]:
-    """Pools a queued job could still be placed on, from its decision's (pool, verdict) rows."""
+    """Pools a queued job could still be placed on, from its decision's (pool, verdict) rows. A pool ruled
+    out as not accepted changes only with the job's spec or the pool's, and both make the job dirty."""
     return frozenset(pool for pool, verdict in candidates if verdict not in NOT_ACCEPTED)
 
 

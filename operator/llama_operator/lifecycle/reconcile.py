@@ -250,7 +250,8 @@ def track_attempt(ctx: JobContext, settings: Settings) -> tuple[JobActions, bool
         message = f"{len(current)} worker pod(s) running on {status.pool}"
         new = transition(status, Phase.RUNNING, "WorkersRunning", message, now, job.generation, observe=False,
                          start_time=status.start_time or now, progress=progress)  # fmt: skip
-        out.actions.append(_event(job, False, "Running", message))
+        # No Event: the phase and the WorkersRunning condition say it, and in a burst an Event per job is
+        # a request per job that adds nothing (kwok's or the kubelet's Started events name each pod).
     elif progress != status.progress:
         new = status.model_copy(update={"progress": progress})
     if new is not status:

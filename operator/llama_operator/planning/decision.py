@@ -22,6 +22,10 @@ PHASES: dict[Outcome, Phase] = {
 PLACED_CONDITION = "Placed"
 # Enough to explain a decision in `kubectl get -o yaml` without bloating the object.
 STATUS_CANDIDATES = 16
+NOT_ACCEPTED = frozenset(
+    {"FamilyNotAccepted", "AcceleratorNotAccepted", "CapacityTypeNotAccepted", "PoolNotAllowed"}
+)
+"""Candidate verdicts that only the job's spec or the pool's spec can change."""
 # Every attempt stays: accruedCost is summed over the history, and backoffLimit caps it at 101 entries.
 STATUS_HISTORY = 128
 
@@ -137,10 +141,13 @@ class Decision:
         """EFA interfaces per pod; 0 unless the job spans nodes on a pool with EFA."""
         return self.requests.efa
 
-    def to_status(self, *, now: datetime, previous: LlamaJobStatus | None = None) -> LlamaJobStatus:
+    def to_status(
+        self, *, now: datetime, previous: LlamaJobStatus | None = None, every_pool: bool = False
+    ) -> LlamaJobStatus:
         """The job's status after this decision: `previous` with placement, estimates, candidates, phase,
         reason and the Placed condition replaced, and the placement appended to the history. Counters
-        (attempts, accruedCost) and progress are the caller's."""
+        (attempts, accruedCost) and progress are the caller's. `every_pool`: candidates for the pools the
+        job does not accept too (`llamaop plan --json`; a job's status leaves them out, see status_rows)."""
         status = (previous or LlamaJobStatus()).model_copy(deep=True)
         placed = self.outcome == "placed"
         status.phase = PHASES[self.outcome]
@@ -160,7 +167,8 @@ class Decision:
         status.estimated_cost = _round(self.est_cost, 2) if placed else None
         status.estimated_hours = _round(self.est_hours, 3) if placed else None
         status.estimated_finish = self.est_finish if placed else None
-        status.candidates = [c.to_status() for c in self.candidates[:STATUS_CANDIDATES]]
+        rows = self.candidates[:STATUS_CANDIDATES] if every_pool else status_rows(self.candidates)
+        status.candidates = [c.to_status() for c in rows]
         status.conditions = _set_condition(
             status.conditions,
             Condition(
@@ -184,6 +192,15 @@ class Decision:
             )
             status.placements = [*status.placements, record][-STATUS_HISTORY:]
         return status
+
+
+def status_rows(candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+    """The candidates a status shows: the pools the job accepts, or all of them when it accepts none (then
+    they are the explanation). A pool the job's own spec rules out tells its reader nothing new, and those
+    rows were most of each status write: the API server's cost of a LlamaJob status PATCH grows with the
+    object (docs/operator-at-scale.md). `llamaop plan` still prints every pool."""
+    accepted = tuple(c for c in candidates if c.verdict not in NOT_ACCEPTED)
+    return (accepted or candidates)[:STATUS_CANDIDATES]
 
 
 def finish_time(now: datetime, hours: float | None) -> datetime | None:
