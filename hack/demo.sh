@@ -49,8 +49,8 @@ hack/cluster.sh status
 echo
 kubectl get lj -n demo
 echo
-echo "Why each job went where it did (the latest entry of status.placements; the table is status.candidates):"
-kubectl get lj -n demo -o custom-columns='JOB:.metadata.name,WHY:.status.placements[-1:].message'
+echo "Why each job went where it did (the latest entry of status.placements, else status.message; the table is status.candidates):"
+kubectl get lj -n demo -o json | .venv/bin/python hack/explain.py --why
 echo
 echo "Every pool each job was weighed against:"
 kubectl get lj -n demo -o json | .venv/bin/python hack/explain.py

@@ -1,5 +1,10 @@
 """Print, for each LlamaJob in a `kubectl get lj -o json` document on stdin, every pool it was weighed
-against (status.candidates) and the verdict: the operator's reasoning, as a table per job."""
+against (status.candidates) and the verdict: the operator's reasoning, as a table per job.
+
+    hack/explain.py          a table per job
+    hack/explain.py --why    one line per job: its latest placement's message, else status.message
+                             (a job still probing has no placement; its message says what it measures)
+"""
 
 from __future__ import annotations
 
@@ -17,10 +22,22 @@ def fmt(value: object, pattern: str = "{}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
+def why(job: dict) -> str:
+    st = job.get("status") or {}
+    placements = st.get("placements") or []
+    return (placements[-1].get("message") if placements else "") or st.get("message") or ""
+
+
 def main() -> None:
     doc = json.load(sys.stdin)
+    jobs = doc.get("items", [doc])
+    if sys.argv[1:] == ["--why"]:
+        print(f"{'JOB':<28}WHY")
+        for job in jobs:
+            print(f"{job['metadata']['name']:<28}{why(job)}")
+        return
     console = Console(width=140)
-    for job in doc.get("items", [doc]):
+    for job in jobs:
         st = job.get("status", {})
         name, where = job["metadata"]["name"], st.get("pool") or "-"
         title = f"{name}: {st.get('phase', '?')} on {where} ({st.get('reason', '')})"
