@@ -110,8 +110,10 @@ def test_a_job_is_probed_on_each_family_and_placed_by_measured_cost_across_a_sig
     assert probes["cpu-m7i-od"]["phase"] == "Measured" and probes["trn1-32xl-od"]["phase"] == "Measured"
     assert probes["p4d-24xl-od"]["phase"] == "Failed" and probes["p4d-24xl-od"]["reason"] == "WorkerFailed"
     assert probes["trn1-32xl-od"]["measuredTokensPerSecond"] == 2_000_000.0
-    assert placed["pool"] == "trn1-32xl-od", placed["message"]
-    assert placed["message"].startswith("by measured cost")
+    # The placement's own record: status.message moves on to "... running" once the pods are up.
+    why = placed["placements"][-1]["message"]
+    assert placed["pool"] == "trn1-32xl-od", why
+    assert why.startswith("by measured cost"), why
     assert placed["attempts"] == 4
     assert placed["accruedCost"] > 0 and all(p["cost"] > 0 for p in probes.values())
     wait_for(lambda: not probe_pods(kubectl, ns, "probed"), timeout=60, what="probe pods removed")

@@ -65,7 +65,9 @@ def test_a_probe_runs_on_the_real_node_and_its_measured_speed_lands_in_status_an
     assert probe["startupSeconds"] > 0 and probe["compileSeconds"] >= 0
     # Charged: accruedCost (rounded to 1/100 cent) holds the probe's cost.
     assert probe["cost"] > 0 and st["accruedCost"] >= round(probe["cost"], 4)
-    assert st["pool"] == local_pool and st["attempts"] == 2 and st["message"].startswith("by measured cost")
+    # The placement's own record: status.message moves on to "... running" once the pod is up.
+    why = st["placements"][-1]["message"]
+    assert st["pool"] == local_pool and st["attempts"] == 2 and why.startswith("by measured cost"), why
     entry = wait_for(lambda: sum(e["runs"] for e in learned(kubectl)) > runs_before and learned(kubectl),
                      timeout=60, what="the pool to learn the probe's speed")  # fmt: skip
     assert entry[0]["factor"] > 0
